@@ -1,0 +1,329 @@
+"""The crossbar engine: one bit-sliced compute-in-memory matrix product, as pure functions.
+
+A layer's weight is a batch of ``G`` matrices ``W[g]`` of shape ``(K, N)`` (``G`` = conv groups,
+1 otherwise); its input a batch ``X[g]`` of shape ``(M, K)``. ``K`` is cut into ``T`` row tiles of
+``policy.array_rows`` rows. For every tile ``t``, input plane ``i`` and weight plane ``p``::
+
+    P[t, i, p] = sum_{k in t} DAC(dx_i[k]) * cell_p[k, n]                (column current, counts)
+    T[t]       = sum_{i, p} cx_i * cw_p * ADC_ip(P[t, i, p])  + offset terms   (shift-add)
+    Y          = sum_t scale_x[m, t] * scale_w[t, n] * T[t]                 (digital rescale)
+
+``program_weights`` does every weight-side step once (quantize, slice, program, cache);
+``crossbar_matmul`` does the per-forward steps. With an ideal ADC the shift-add is linear, so the
+planes are contracted before the product and one GEMM per tile remains (same numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .devices import program_cells, read_cells
+from .policy import Policy
+from .quantize import block_scale, quantize_codes
+from .slicing import SliceLayout, slice_layout, to_digits
+
+__all__ = [
+    "ProgrammedWeights",
+    "TileGeometry",
+    "tile_geometry",
+    "weight_layout",
+    "input_layout",
+    "program_weights",
+    "input_is_signed",
+    "quantize_input",
+    "adc_steps",
+    "crossbar_matmul",
+    "DEFAULT_CHUNK_BYTES",
+]
+
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+"""Upper bound on the per-chunk intermediate memory of one crossbar product (bytes)."""
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """How ``K`` input rows split into array row tiles."""
+
+    k: int
+    """Rows of the logical matrix."""
+    tiles: int
+    """Row tiles, ``ceil(k / array_rows)``."""
+    rows: int
+    """Rows computed per tile: ``array_rows``, or ``k`` when one tile holds all (no padding)."""
+
+    @property
+    def padded(self) -> int:
+        """``tiles * rows``."""
+        return self.tiles * self.rows
+
+    def rows_used(self) -> list[int]:
+        """Real (not padding) rows of each tile."""
+        return [min(self.rows, self.k - t * self.rows) for t in range(self.tiles)]
+
+
+def tile_geometry(k: int, array_rows: int) -> TileGeometry:
+    """Split ``k`` rows into tiles of ``array_rows``."""
+    tiles = max(1, math.ceil(k / array_rows))
+    return TileGeometry(k, tiles, array_rows if tiles > 1 else k)
+
+
+def weight_layout(policy: Policy) -> SliceLayout:
+    """Slice layout of the weights under ``policy``."""
+    return slice_layout(policy.weight_slices, policy.weight_encoding)
+
+
+def input_layout(policy: Policy, signed: bool) -> SliceLayout:
+    """Slice layout of the inputs (two's complement when signed, plain binary otherwise)."""
+    return slice_layout(policy.input_slices, "twos_complement" if signed else "unsigned")
+
+
+@dataclass
+class ProgrammedWeights:
+    """Weight-side state of one programmed crossbar layer (all computed once).
+
+    Shapes use ``G`` groups, ``T`` row tiles, ``R`` rows per tile, ``P`` weight planes, ``N`` columns.
+    """
+
+    cells: torch.Tensor
+    """``(G, T, R, P * N)`` programmed cell values in count units (see :mod:`.devices`)."""
+    scale: torch.Tensor
+    """``(G, T, N)`` weight scale of every column of every row tile."""
+    code_colsum: torch.Tensor
+    """``(G, T, N)`` column sums of the integer weight codes (digital offset correction)."""
+    geometry: TileGeometry
+    """Row tiling."""
+
+    @property
+    def groups(self) -> int:
+        """``G``."""
+        return self.cells.shape[0]
+
+    @property
+    def columns(self) -> int:
+        """``N``, columns per group."""
+        return self.scale.shape[-1]
+
+
+def _pad_rows(t: torch.Tensor, dim: int, geometry: TileGeometry) -> torch.Tensor:
+    extra = geometry.padded - geometry.k
+    if extra == 0:
+        return t
+    pad = [0, 0] * (t.dim() - 1 - dim % t.dim()) + [0, extra]
+    return torch.nn.functional.pad(t, pad)
+
+
+def _weight_absmax(w: torch.Tensor, policy: Policy, geometry: TileGeometry) -> torch.Tensor:
+    """``(G, T, N)`` absolute maximum of the weight block each column of each tile belongs to."""
+    g, _, n = w.shape
+    a = _pad_rows(w.abs(), 1, geometry).view(g, geometry.tiles, geometry.rows, n)
+    if policy.weight_granularity == "tensor":
+        return a.amax().expand(g, geometry.tiles, n)
+    if policy.weight_granularity == "channel":
+        return a.amax(dim=(1, 2), keepdim=False).unsqueeze(1).expand(g, geometry.tiles, n)
+    cols = policy.array_cols
+    n_tiles = math.ceil(n / cols)
+    a = torch.nn.functional.pad(a, (0, n_tiles * cols - n)).view(g, geometry.tiles, geometry.rows, n_tiles, cols)
+    return a.amax(dim=(2, 4)).repeat_interleave(cols, dim=2)[:, :, :n]
+
+
+def program_weights(
+    w: torch.Tensor, policy: Policy, generator: torch.Generator | None = None
+) -> ProgrammedWeights:
+    """Quantize, slice and program ``w`` of shape ``(G, K, N)``; draw programming noise and faults.
+
+    The result is in the dtype of ``w`` (float64 stays float64 for exact comparisons).
+    """
+    g, k, n = w.shape
+    geometry = tile_geometry(k, policy.array_rows)
+    layout = weight_layout(policy)
+    w = w.detach()
+    scale = block_scale(
+        _weight_absmax(w, policy, geometry), policy.weight_bits, True, policy.mode, policy.exponent_bits
+    )
+    tiled = _pad_rows(w, 1, geometry).view(g, geometry.tiles, geometry.rows, n)
+    codes = quantize_codes(tiled, scale.unsqueeze(2), policy.weight_bits, True)
+    digits = to_digits(codes, layout)  # (P, G, T, R, N)
+    cells = program_cells(digits, layout.levels, policy, generator)
+    cells = cells.permute(1, 2, 3, 0, 4).reshape(g, geometry.tiles, geometry.rows, -1).contiguous()
+    return ProgrammedWeights(cells, scale.contiguous(), codes.sum(dim=2), geometry)
+
+
+def input_is_signed(x: torch.Tensor, policy: Policy) -> bool:
+    """Whether inputs use signed codes under ``policy`` ("auto": only if some value is negative)."""
+    if policy.input_signed == "auto":
+        return bool((x < 0).any())
+    return policy.input_signed == "signed"
+
+
+def quantize_input(
+    x: torch.Tensor, policy: Policy, geometry: TileGeometry, signed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``(G, M, T, R)`` and scales ``(G|1, M|1, T|1)`` of inputs ``x`` of shape ``(G, M, K)``."""
+    g, m, _ = x.shape
+    tiled = _pad_rows(x, 2, geometry).view(g, m, geometry.tiles, geometry.rows)
+    a = tiled.abs() if signed else tiled.clamp(min=0)
+    if policy.input_granularity == "tensor":
+        absmax = a.amax().view(1, 1, 1)
+    elif policy.input_granularity == "row":
+        absmax = a.amax(dim=3)
+    else:
+        absmax = a.amax(dim=(1, 3)).unsqueeze(1)
+    scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
+    return quantize_codes(tiled, scale.unsqueeze(-1), policy.input_bits, signed), scale
+
+
+def adc_steps(
+    policy: Policy,
+    in_layout: SliceLayout,
+    w_layout: SliceLayout,
+    full_scale: torch.Tensor | None,
+    like: torch.Tensor,
+) -> torch.Tensor | None:
+    """ADC step (count units) of every (input plane, weight plane) pair, ``(S, P)``; None = ideal.
+
+    Full scale is ``array_rows * max input digit * max weight digit`` ("worst_case") or the
+    calibrated ``full_scale`` (count units, same shape). The step is ``full_scale / (2**b - 1)``,
+    raised to one count when ``adc_unit_step`` and the converter has codes to spare.
+    """
+    if policy.adc_bits is None:
+        return None
+    worst = torch.tensor(
+        [[policy.array_rows * mi * mp for mp in w_layout.levels] for mi in in_layout.levels],
+        dtype=like.dtype,
+        device=like.device,
+    )
+    if policy.adc_range == "calibrated" and full_scale is not None and full_scale.shape == worst.shape:
+        fs = torch.where(torch.isfinite(full_scale) & (full_scale > 0), full_scale.to(worst), worst)
+    else:
+        fs = worst
+    step = fs / float((1 << policy.adc_bits) - 1)
+    if policy.adc_unit_step:
+        step = step.clamp(min=1.0)
+    return step
+
+
+def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> torch.Tensor:
+    """DAC of each input plane: digits with fewer DAC levels than digit values are rounded."""
+    if policy.dac_bits is None or all(policy.dac_bits >= w for w in layout.widths):
+        return digits
+    levels = float((1 << policy.dac_bits) - 1)
+    out = digits.clone()
+    for i, m in enumerate(layout.levels):
+        if (1 << policy.dac_bits) - 1 < m:
+            out[i] = torch.round(digits[i] / m * levels) / levels * m
+    return out
+
+
+def _read_weights(
+    programmed: ProgrammedWeights, policy: Policy, layout: SliceLayout, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One read of the cells, ``(G, T, R, P, N)``."""
+    g, t, r, _ = programmed.cells.shape
+    cells = programmed.cells.view(g, t, r, layout.planes, programmed.columns)
+    if policy.read_noise <= 0:
+        return cells
+    planes_first = cells.permute(3, 0, 1, 2, 4)
+    return read_cells(planes_first, layout.levels, policy, generator).permute(1, 2, 3, 0, 4)
+
+
+def _rows_per_chunk(programmed: ProgrammedWeights, planes_in: int, planes_w: int, fused: bool, chunk_bytes: int) -> int:
+    g, t, r, _ = programmed.cells.shape
+    n = programmed.columns
+    pairs = 1 if fused else planes_in * planes_w
+    per_row = 4 * g * t * (2 * pairs * n + (1 if fused else planes_in) * r + 2 * n)
+    return max(1, chunk_bytes // per_row)
+
+
+def crossbar_matmul(
+    x: torch.Tensor,
+    programmed: ProgrammedWeights,
+    policy: Policy,
+    *,
+    generator: torch.Generator | None = None,
+    adc_full_scale: torch.Tensor | None = None,
+    observed_max: torch.Tensor | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Compute ``Y[g] = X[g] @ W[g]`` on the programmed crossbars; ``x`` is ``(G, M, K)``.
+
+    Args:
+        x: inputs, float, shape ``(G, M, K)``.
+        programmed: the output of :func:`program_weights`.
+        policy: the policy the weights were programmed with.
+        generator: source of read and DAC noise (drawn only when their sigma is non-zero).
+        adc_full_scale: calibrated ADC full scale per plane pair ``(S, P)``, count units.
+        observed_max: if given, an ``(S, P)`` tensor updated in place with the largest column
+            count seen per plane pair (ADC calibration); the ADC is bypassed while observing.
+        chunk_bytes: memory bound of the per-chunk intermediates.
+
+    Returns:
+        ``(G, M, N)`` outputs in the dtype of ``x``.
+    """
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.to(dtype)
+    geometry = programmed.geometry
+    signed = input_is_signed(x, policy)
+    in_lay = input_layout(policy, signed)
+    w_lay = weight_layout(policy)
+    codes, x_scale = quantize_input(x, policy, geometry, signed)
+    cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)
+    g, t, r, p_planes, n = cells.shape
+    steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, cells)
+    fused = steps is None and observed_max is None
+    w_coeffs = torch.tensor(w_lay.coeffs, dtype=dtype, device=x.device)
+    in_coeffs = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)
+    if fused:  # ideal ADC: the shift-add is linear, contract the weight planes first
+        w_mat = torch.einsum("gtrpn,p->gtrn", cells, w_coeffs).reshape(g * t, r, n)
+    else:
+        w_mat = cells.reshape(g * t, r, p_planes * n)
+        pair_coeffs = torch.outer(in_coeffs, w_coeffs)
+    exact_inputs = policy.input_noise <= 0 and (
+        policy.dac_bits is None or all(policy.dac_bits >= wd for wd in in_lay.widths)
+    )
+    colsum = programmed.code_colsum.to(dtype).unsqueeze(2)  # (G, T, 1, N)
+    w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
+    out = torch.empty(g, codes.shape[1], n, dtype=dtype, device=x.device)
+    step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
+    for start in range(0, codes.shape[1], step_rows):
+        q = codes[:, start : start + step_rows]  # (G, Mc, T, R)
+        mc = q.shape[1]
+        if fused and exact_inputs:
+            x_mat = (q - in_lay.offset).permute(0, 2, 1, 3).reshape(g * t, mc, r)
+        else:
+            digits = to_digits(q, in_lay)  # (S, G, Mc, T, R)
+            digits = _apply_dac(digits, in_lay, policy)
+            if policy.input_noise > 0:
+                noise = torch.randn(digits.shape, generator=generator, device=x.device, dtype=dtype)
+                digits = digits * (1.0 + policy.input_noise * noise)
+            if fused:
+                x_mat = torch.einsum("sgmtr,s->gtmr", digits, in_coeffs).reshape(g * t, mc, r)
+            else:
+                x_mat = digits.permute(1, 3, 0, 2, 4).reshape(g * t, in_lay.planes * mc, r)
+        partial = torch.bmm(x_mat, w_mat)
+        if fused:
+            tile_sum = partial.view(g, t, mc, n)
+        else:
+            partial = partial.view(g, t, in_lay.planes, mc, p_planes, n)
+            if observed_max is not None:
+                seen = partial.amax(dim=(0, 1, 3, 5))
+                torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
+            else:
+                s = steps.view(1, 1, in_lay.planes, 1, p_planes, 1)
+                levels = float((1 << policy.adc_bits) - 1)
+                partial = torch.round(partial / s).clamp_(0.0, levels).mul_(s)
+            tile_sum = torch.einsum("gtsmpn,sp->gtmn", partial, pair_coeffs)
+        # offset-binary operands: q = sliced + offset; the cross terms are added digitally
+        # (sum over all r computed rows: padding rows hold code 0, so the identity stays exact)
+        if w_lay.offset:
+            tile_sum = tile_sum + w_lay.offset * q.sum(dim=3).permute(0, 2, 1).unsqueeze(-1)
+        if in_lay.offset:
+            tile_sum = tile_sum + in_lay.offset * colsum
+            if w_lay.offset:
+                tile_sum = tile_sum - in_lay.offset * w_lay.offset * r
+        xs = x_scale[:, start : start + mc] if x_scale.shape[1] > 1 else x_scale
+        xs = xs.permute(0, 2, 1).unsqueeze(-1)  # (G|1, T, Mc|1, 1)
+        out[:, start : start + mc] = (tile_sum * xs * w_scale).sum(dim=1)
+    return out

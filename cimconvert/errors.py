@@ -1,0 +1,65 @@
+"""The one exception hierarchy of cimconvert.
+
+Every error a user can cause derives from :class:`CimConvertError`; the command line turns these
+into a one-line message and exit code 2, anything else is an internal error (exit code 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CimConvertError",
+    "PolicyError",
+    "TraceError",
+    "MappingError",
+    "ProfileError",
+    "ModelError",
+    "DataError",
+    "OutputError",
+    "FormatError",
+    "close_matches",
+]
+
+
+class CimConvertError(Exception):
+    """Base class of every error caused by a user's input."""
+
+
+class PolicyError(CimConvertError, ValueError):
+    """A mapping policy is unknown or one of its fields is out of range."""
+
+
+class TraceError(CimConvertError):
+    """A model could not be traced or converted."""
+
+
+class MappingError(CimConvertError, ValueError):
+    """A layer does not fit the crossbar mapping (shapes, groups)."""
+
+
+class ProfileError(CimConvertError, ValueError):
+    """A hardware cost profile is unknown or invalid."""
+
+
+class ModelError(CimConvertError, ValueError):
+    """A model name, checkpoint or pretrained weight source is unusable."""
+
+
+class DataError(CimConvertError, ValueError):
+    """A dataset or input tensor is missing or malformed."""
+
+
+class OutputError(CimConvertError, OSError):
+    """An output location cannot be written."""
+
+
+class FormatError(CimConvertError, ValueError):
+    """A saved file is corrupt, truncated or of an unsupported format version."""
+
+
+def close_matches(name: str, choices: Iterable[str], n: int = 5) -> str:
+    """Return a ``"did you mean ..."`` hint for ``name`` among ``choices`` ('' if none is close)."""
+    matches = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(matches)}?" if matches else ""

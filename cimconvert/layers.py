@@ -1,0 +1,373 @@
+"""`CrossbarLinear`, `CrossbarConv1d`, `CrossbarConv2d`: drop-in layers simulated on crossbars.
+
+Each layer keeps its float weight (a trainable parameter, used for straight-through gradients and
+:meth:`to_float`) and the programmed crossbar state as buffers (so ``state_dict`` and ``.to``
+carry the exact programmed chip). Programming happens once, at construction and on
+:meth:`reprogram`; every forward reads the programmed cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .crossbar import (
+    DEFAULT_CHUNK_BYTES,
+    ProgrammedWeights,
+    crossbar_matmul,
+    input_is_signed,
+    program_weights,
+    quantize_input,
+    tile_geometry,
+    weight_layout,
+)
+from .errors import MappingError
+from .policy import Policy
+from .registry import resolve_policy
+from .seeding import make_generator
+
+__all__ = ["CrossbarLayer", "CrossbarLinear", "CrossbarConv1d", "CrossbarConv2d", "CROSSBAR_CLASSES"]
+
+_STATE_DTYPES = (torch.float32, torch.float64)
+
+
+class CrossbarLayer(nn.Module):
+    """Common machinery of crossbar-simulated layers (not used directly).
+
+    Subclasses define :meth:`weight_matrix` (the weight as ``(G, K, N)``) and the forward that maps
+    inputs to ``(G, M, K)`` matrices and back.
+    """
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_crossbar(self, policy: Policy | str, seed: int) -> None:
+        self.policy = resolve_policy(policy)
+        self.seed = int(seed)
+        self.program_count = 0
+        self.read_count = 0
+        self.chunk_bytes = DEFAULT_CHUNK_BYTES
+        self.calibrating = False
+        planes_in = len(self.policy.input_slices)
+        planes_w = weight_layout(self.policy).planes
+        self.register_buffer("adc_full_scale", torch.full((planes_in, planes_w), float("nan")))
+        self.register_buffer("adc_observed_max", torch.zeros(planes_in, planes_w), persistent=False)
+        self.program()
+
+    # -- weight side ----------------------------------------------------------------------------
+    def weight_matrix(self) -> torch.Tensor:
+        """The weight as ``(G, K, N)`` matrices (rows = inputs, columns = outputs)."""
+        raise NotImplementedError
+
+    def program(self) -> None:
+        """(Re)program the arrays from the current float weight; draws programming noise."""
+        w = self.weight_matrix().detach()
+        if w.dtype not in _STATE_DTYPES:
+            w = w.float()
+        generator = make_generator(w.device, self.seed, "program", self.program_count)
+        state = program_weights(w, self.policy, generator)
+        self.geometry = state.geometry
+        for name, value in (
+            ("cells", state.cells), ("weight_scale", state.scale), ("code_colsum", state.code_colsum)
+        ):
+            if name in self._buffers:
+                self._buffers[name] = value
+            else:
+                self.register_buffer(name, value)
+
+    def reprogram(self, seed: int | None = None) -> None:
+        """Program the arrays again: a new programming-noise draw (or the draw of ``seed``).
+
+        Call it after changing the float weight (e.g. after an optimizer step).
+        """
+        if seed is None:
+            self.program_count += 1
+        else:
+            self.seed, self.program_count = int(seed), 0
+        self.program()
+
+    def _programmed(self) -> ProgrammedWeights:
+        return ProgrammedWeights(self.cells, self.weight_scale, self.code_colsum, self.geometry)
+
+    # -- forward --------------------------------------------------------------------------------
+    def _draws_per_read(self) -> bool:
+        return self.policy.read_noise > 0 or self.policy.input_noise > 0
+
+    def crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Crossbar product of input matrices ``(G, M, K)`` -> ``(G, M, N)``, in ``x``'s dtype."""
+        generator = None
+        if self._draws_per_read():
+            generator = make_generator(x.device, self.seed, "read", self.program_count, self.read_count)
+            self.read_count += 1
+        y = crossbar_matmul(
+            x.detach(),
+            self._programmed(),
+            self.policy,
+            generator=generator,
+            adc_full_scale=self.adc_full_scale,
+            observed_max=self.adc_observed_max if self.calibrating else None,
+            chunk_bytes=self.chunk_bytes,
+        ).to(x.dtype)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            y_ste = torch.bmm(self._fake_quant_input(x), self._fake_quant_weight().to(x.dtype))
+            y = y_ste + (y - y_ste).detach()
+        return y
+
+    def _fake_quant_weight(self) -> torch.Tensor:
+        """Quantized, noise-free weight with identity gradient (straight-through)."""
+        w = self.weight_matrix()
+        g, k, n = w.shape
+        t, r = self.geometry.tiles, self.geometry.rows
+        wq = torch.nn.functional.pad(w.detach(), (0, 0, 0, t * r - k)).view(g, t, r, n)
+        wq = torch.round(wq / self.weight_scale.unsqueeze(2).to(w)) * self.weight_scale.unsqueeze(2).to(w)
+        return w + (wq.view(g, t * r, n)[:, :k] - w).detach()
+
+    def _fake_quant_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantized input with identity gradient (straight-through)."""
+        signed = input_is_signed(x.detach(), self.policy)
+        codes, scale = quantize_input(x.detach().float(), self.policy, self.geometry, signed)
+        g, m, k = x.shape
+        xq = (codes * scale.unsqueeze(-1)).view(g, m, -1)[:, :, :k].to(x.dtype)
+        return x + (xq - x).detach()
+
+    # -- ADC calibration ------------------------------------------------------------------------
+    def start_calibration(self) -> None:
+        """Record column counts on the next forwards (ADC bypassed) to set a calibrated range."""
+        self.adc_observed_max.zero_()
+        self.calibrating = True
+
+    def finish_calibration(self) -> None:
+        """Set the ADC full scale of every plane pair to the largest count recorded (>= 1)."""
+        self.calibrating = False
+        self.adc_full_scale.copy_(self.adc_observed_max.clamp(min=1.0))
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        """Policy, seed and draw counters, saved in ``state_dict``."""
+        return {
+            "policy": self.policy.to_dict(),
+            "seed": self.seed,
+            "program_count": self.program_count,
+            "read_count": self.read_count,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self.policy = Policy.from_dict(state["policy"])
+        self.seed = int(state["seed"])
+        self.program_count = int(state["program_count"])
+        self.read_count = int(state["read_count"])
+        self.geometry = tile_geometry(self.weight_matrix().shape[1], self.policy.array_rows)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
+        super()._apply(fn, recurse)
+        # half-precision cells would round the programmed noise: keep the state in float32
+        for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max"):
+            buf = self._buffers.get(name)
+            if buf is not None and buf.dtype not in _STATE_DTYPES:
+                self._buffers[name] = buf.float()
+        return self
+
+    def crossbar_extra_repr(self) -> str:
+        """Policy name and tiling, appended to ``extra_repr``."""
+        return f"policy={self.policy.name}, row_tiles={self.geometry.tiles}, seed={self.seed}"
+
+
+class CrossbarLinear(CrossbarLayer):
+    """``nn.Linear`` on crossbars: ``y = crossbar(x, W^T) + b`` for inputs of any batch shape."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        policy: Policy | str = "ideal",
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        template = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight, self.bias = template.weight, template.bias
+        self._init_crossbar(policy, seed)
+
+    def weight_matrix(self) -> torch.Tensor:
+        return self.weight.t().unsqueeze(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise MappingError(
+                f"CrossbarLinear expects inputs with last dimension {self.in_features}, got shape "
+                f"{tuple(x.shape)}."
+            )
+        y = self.crossbar_forward(x.reshape(1, -1, self.in_features))
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y + self.bias.to(y.dtype) if self.bias is not None else y
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, policy: Policy | str, seed: int = 0) -> CrossbarLinear:
+        """Crossbar copy of ``module``; shares its weight and bias parameters."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = module.in_features, module.out_features
+        layer.weight, layer.bias = module.weight, module.bias
+        layer._init_crossbar(policy, seed)
+        return layer
+
+    def to_float(self) -> nn.Linear:
+        """An ``nn.Linear`` holding the float weight and bias."""
+        out = nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                        device=self.weight.device, dtype=self.weight.dtype)
+        out.weight = nn.Parameter(self.weight.detach().clone())
+        if self.bias is not None:
+            out.bias = nn.Parameter(self.bias.detach().clone())
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, {self.crossbar_extra_repr()}")
+
+
+_CONV_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+               "groups", "padding_mode")
+
+
+class _CrossbarConvNd(CrossbarLayer):
+    """Convolution as im2col + crossbar product; groups map as separate block-diagonal blocks."""
+
+    _float_class: type[nn.Module]
+    _spatial_dims: int
+
+    def weight_matrix(self) -> torch.Tensor:
+        g = self.groups
+        n_g = self.out_channels // g
+        return self.weight.reshape(g, n_g, -1).transpose(1, 2)
+
+    def _explicit_padding(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply padding (including 'same' and non-zero modes) so the unfold needs none."""
+        dims = self._spatial_dims
+        if isinstance(self.padding, str):
+            if self.padding == "valid":
+                return x
+            pads: list[int] = []
+            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation)):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+        else:
+            pads = [p for p in reversed(self.padding) for _ in range(2)]
+        if not any(pads):
+            return x
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, pads[: 2 * dims], mode=mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = self._spatial_dims
+        if x.dim() != dims + 2 or x.shape[1] != self.in_channels:
+            raise MappingError(
+                f"{type(self).__name__} expects (batch, {self.in_channels}, {'L' if dims == 1 else 'H, W'}) "
+                f"inputs, got shape {tuple(x.shape)}."
+            )
+        x = self._explicit_padding(x)
+        if dims == 1:
+            x = x.unsqueeze(2)
+        kernel = (1, *self.kernel_size) if dims == 1 else self.kernel_size
+        stride = (1, *self.stride) if dims == 1 else self.stride
+        dilation = (1, *self.dilation) if dims == 1 else self.dilation
+        b, _, h, w = x.shape
+        h_out = (h - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+        w_out = (w - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+        cols = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (B, C*k, L)
+        g = self.groups
+        mat = cols.view(b, g, -1, h_out * w_out).permute(1, 0, 3, 2).reshape(g, b * h_out * w_out, -1)
+        y = self.crossbar_forward(mat)  # (G, B*L, N_g)
+        y = y.view(g, b, h_out * w_out, -1).permute(1, 0, 3, 2).reshape(b, self.out_channels, h_out, w_out)
+        if dims == 1:
+            y = y.squeeze(2)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype).view(1, -1, *([1] * dims))
+        return y
+
+    @classmethod
+    def from_float(cls, module: nn.Module, policy: Policy | str, seed: int = 0) -> _CrossbarConvNd:
+        """Crossbar copy of a ``Conv{1,2}d`` ``module``; shares its weight and bias parameters."""
+        if not isinstance(module, cls._float_class):
+            raise MappingError(f"{cls.__name__}.from_float expects {cls._float_class.__name__}, got "
+                               f"{type(module).__name__}.")
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        for attr in _CONV_ATTRS:
+            setattr(layer, attr, getattr(module, attr))
+        layer.weight, layer.bias = module.weight, module.bias
+        layer._init_crossbar(policy, seed)
+        return layer
+
+    def to_float(self) -> nn.Module:
+        """The float convolution with the same hyper-parameters, weight and bias."""
+        out = self._float_class(
+            self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+            padding=self.padding, dilation=self.dilation, groups=self.groups,
+            bias=self.bias is not None, padding_mode=self.padding_mode,
+            device=self.weight.device, dtype=self.weight.dtype,
+        )
+        out.weight = nn.Parameter(self.weight.detach().clone())
+        if self.bias is not None:
+            out.bias = nn.Parameter(self.bias.detach().clone())
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
+                f"{self.crossbar_extra_repr()}")
+
+
+def _conv_init(layer: _CrossbarConvNd, policy: Policy | str, seed: int, **kwargs: Any) -> None:
+    template = layer._float_class(**kwargs)
+    for attr in _CONV_ATTRS:
+        setattr(layer, attr, getattr(template, attr))
+    layer.weight, layer.bias = template.weight, template.bias
+    layer._init_crossbar(policy, seed)
+
+
+class CrossbarConv2d(_CrossbarConvNd):
+    """``nn.Conv2d`` on crossbars (any stride, padding, dilation, groups, padding mode)."""
+
+    _float_class = nn.Conv2d
+    _spatial_dims = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", policy: Policy | str = "ideal", seed: int = 0,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        _conv_init(self, policy, seed, in_channels=in_channels, out_channels=out_channels,
+                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                   groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+
+
+class CrossbarConv1d(_CrossbarConvNd):
+    """``nn.Conv1d`` on crossbars (computed as a 2-D convolution of height 1)."""
+
+    _float_class = nn.Conv1d
+    _spatial_dims = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", policy: Policy | str = "ideal", seed: int = 0,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        _conv_init(self, policy, seed, in_channels=in_channels, out_channels=out_channels,
+                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                   groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+
+
+CROSSBAR_CLASSES: dict[type[nn.Module], type[CrossbarLayer]] = {
+    nn.Linear: CrossbarLinear,
+    nn.Conv1d: CrossbarConv1d,
+    nn.Conv2d: CrossbarConv2d,
+}
+"""Float module class -> crossbar class used by :func:`cimconvert.convert`."""
+
