@@ -162,6 +162,18 @@ class CrossbarLayer(nn.Module):
         self.read_count = int(state["read_count"])
         self.geometry = tile_geometry(self.weight_matrix().shape[1], self.policy.array_rows)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        # a saved chip may use another policy (other plane counts): take the saved buffer shapes
+        for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale"):
+            saved = state_dict.get(prefix + name)
+            own = self._buffers.get(name)
+            if saved is not None and own is not None and saved.shape != own.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        planes = self.adc_full_scale.shape
+        if self.adc_observed_max.shape != planes:
+            self.adc_observed_max = torch.zeros(planes, device=self.adc_observed_max.device)
+
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
         super()._apply(fn, recurse)
         # half-precision cells would round the programmed noise: keep the state in float32
