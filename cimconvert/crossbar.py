@@ -35,7 +35,12 @@ __all__ = [
     "input_is_signed",
     "quantize_input",
     "adc_steps",
+    "fused_conv_eligible",
+    "quantize_tensor",
     "crossbar_matmul",
+    "PairPlan",
+    "pair_plan",
+    "effective_weight",
     "DEFAULT_CHUNK_BYTES",
 ]
 
@@ -154,7 +159,7 @@ def program_weights(
 def input_is_signed(x: torch.Tensor, policy: Policy) -> bool:
     """Whether inputs use signed codes under ``policy`` ("auto": only if some value is negative)."""
     if policy.input_signed == "auto":
-        return bool((x < 0).any())
+        return bool(x.amin() < 0)
     return policy.input_signed == "signed"
 
 
@@ -173,6 +178,33 @@ def quantize_input(
         absmax = a.amax(dim=(1, 3)).unsqueeze(1)
     scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
     return quantize_codes(tiled, scale.unsqueeze(-1), policy.input_bits, signed), scale
+
+
+def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
+    """Whether a convolution may run as one convolution of rescaled codes (no im2col).
+
+    True for ideal ADCs, one input scale per tensor and noise-free lossless DACs: the product is
+    then linear in the codes and position-independent, so quantizing the raw activation before the
+    convolution gives the same numbers as quantizing its patches. Offset-binary operands also need
+    noise-free cells (their digital offset terms use the ideal codes).
+    """
+    in_lay = input_layout(policy, signed)
+    weights_exact = not (policy.program_noise or policy.read_noise or policy.stuck_on_rate
+                         or policy.stuck_off_rate)
+    return (
+        policy.adc_bits is None
+        and policy.input_granularity == "tensor"
+        and policy.input_noise <= 0
+        and (policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths))
+        and (weights_exact or (in_lay.offset == 0 and weight_layout(policy).offset == 0))
+    )
+
+
+def quantize_tensor(x: torch.Tensor, policy: Policy, signed: bool) -> torch.Tensor:
+    """Per-tensor input quantization in real units, ``codes * scale`` (the fused paths' input)."""
+    absmax = (x.abs() if signed else x.clamp(min=0)).amax().view(1)
+    scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
+    return quantize_codes(x, scale, policy.input_bits, signed).mul_(scale)
 
 
 def adc_steps(
@@ -205,6 +237,51 @@ def adc_steps(
     return step
 
 
+@dataclass(frozen=True)
+class PairPlan:
+    """Which (input plane, weight plane) products go through the ADC and which are fused.
+
+    A pair whose partial sums are integers (no noise, lossless DAC) and whose ADC maps every
+    possible count to itself (one count per code, enough codes) is linear: it may be summed with
+    others before the product. The ADC block is the product set ``adc_inputs x adc_weights`` that
+    covers every lossy pair; every pair outside it is exact and is computed as two fused products:
+    inputs outside the block with all weight planes, and block inputs with weights outside it.
+    """
+
+    adc_inputs: tuple[int, ...]
+    """Input planes of the ADC block."""
+    adc_weights: tuple[int, ...]
+    """Weight planes of the ADC block."""
+    fused: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+    """(input planes, weight planes) of each fused product; their pairs are all exact."""
+
+
+def pair_plan(policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, steps: torch.Tensor) -> PairPlan:
+    """Split the plane pairs of one product into the ADC block and exact fused products."""
+    all_in, all_w = tuple(range(in_lay.planes)), tuple(range(w_lay.planes))
+    noise_free = policy.is_noise_free and (
+        policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
+    )
+    if not noise_free:
+        return PairPlan(all_in, all_w, ())
+    levels = (1 << policy.adc_bits) - 1
+    step = steps.tolist()
+    lossy = [
+        [not (step[i][p] == 1.0 and levels >= policy.array_rows * mi * mp) for p, mp in enumerate(w_lay.levels)]
+        for i, mi in enumerate(in_lay.levels)
+    ]
+    adc_in = tuple(i for i in all_in if any(lossy[i]))
+    adc_w = tuple(p for p in all_w if any(lossy[i][p] for i in all_in))
+    fused = []
+    outside_in = tuple(i for i in all_in if i not in adc_in)
+    outside_w = tuple(p for p in all_w if p not in adc_w)
+    if outside_in:
+        fused.append((outside_in, all_w))
+    if adc_in and outside_w:
+        fused.append((adc_in, outside_w))
+    return PairPlan(adc_in, adc_w, tuple(fused))
+
+
 def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> torch.Tensor:
     """DAC of each input plane: digits with fewer DAC levels than digit values are rounded."""
     if policy.dac_bits is None or all(policy.dac_bits >= w for w in layout.widths):
@@ -229,7 +306,61 @@ def _read_weights(
     return read_cells(planes_first, layout.levels, policy, generator).permute(1, 2, 3, 0, 4)
 
 
-def _rows_per_chunk(programmed: ProgrammedWeights, planes_in: int, planes_w: int, fused: bool, chunk_bytes: int) -> int:
+def effective_weight(
+    programmed: ProgrammedWeights,
+    policy: Policy,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    with_offset: bool = True,
+) -> torch.Tensor:
+    """Weight seen by one read through ideal converters, ``(G, T * R, N)``, rescaled to real units.
+
+    ``(sum_p coeffs[p] * cell_p + offset) * scale``: the programmed (noisy) codes times the weight
+    scale, with one read-noise draw. ``with_offset=False`` leaves out the offset-binary constant
+    (the engine adds that term digitally from the ideal codes).
+    """
+    layout = weight_layout(policy)
+    cells = _read_weights(programmed, policy, layout, generator).to(dtype)
+    coeffs = torch.tensor(layout.coeffs, dtype=dtype, device=cells.device)
+    w = torch.einsum("gtrpn,p->gtrn", cells, coeffs)
+    if with_offset and layout.offset:
+        w = w + layout.offset
+    w = w * programmed.scale.to(dtype).unsqueeze(2)
+    g, t, r, n = w.shape
+    return w.reshape(g, t * r, n)
+
+
+def _input_planes(
+    q: torch.Tensor, layout: SliceLayout, policy: Policy, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Input digit planes after the DAC and its voltage noise, ``(S, *q.shape)``."""
+    digits = _apply_dac(to_digits(q, layout), layout, policy)
+    if policy.input_noise > 0:
+        noise = torch.randn(digits.shape, generator=generator, device=q.device, dtype=q.dtype)
+        digits = digits * (1.0 + policy.input_noise * noise)
+    return digits
+
+
+def _offset_terms(
+    q: torch.Tensor, programmed: ProgrammedWeights, in_lay: SliceLayout, w_lay: SliceLayout
+) -> torch.Tensor | float:
+    """Digital cross terms of offset-binary operands per tile, ``(G, T, Mc, N)`` (0 when none).
+
+    With ``q = sliced + offset`` on both sides, ``sum_k qx qw = sum_k sx sw + o_w sum_k qx
+    + o_x sum_k qw - R o_x o_w`` over the ``R`` computed rows (padding rows hold code 0).
+    """
+    terms: torch.Tensor | float = 0.0
+    if w_lay.offset:
+        terms = terms + w_lay.offset * q.sum(dim=3).permute(0, 2, 1).unsqueeze(-1)
+    if in_lay.offset:
+        terms = terms + in_lay.offset * programmed.code_colsum.to(q.dtype).unsqueeze(2)
+        if w_lay.offset:
+            terms = terms - in_lay.offset * w_lay.offset * programmed.geometry.rows
+    return terms
+
+
+def _rows_per_chunk(programmed: ProgrammedWeights, planes_in: int, planes_w: int, fused: bool,
+                    chunk_bytes: int) -> int:
     g, t, r, _ = programmed.cells.shape
     n = programmed.columns
     pairs = 1 if fused else planes_in * planes_w
@@ -243,9 +374,11 @@ def crossbar_matmul(
     policy: Policy,
     *,
     generator: torch.Generator | None = None,
+    signed: bool | None = None,
     adc_full_scale: torch.Tensor | None = None,
     observed_max: torch.Tensor | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    fuse: bool = True,
 ) -> torch.Tensor:
     """Compute ``Y[g] = X[g] @ W[g]`` on the programmed crossbars; ``x`` is ``(G, M, K)``.
 
@@ -254,76 +387,79 @@ def crossbar_matmul(
         programmed: the output of :func:`program_weights`.
         policy: the policy the weights were programmed with.
         generator: source of read and DAC noise (drawn only when their sigma is non-zero).
+        signed: input signedness if already known (else decided from ``x``, see
+            :func:`input_is_signed`).
         adc_full_scale: calibrated ADC full scale per plane pair ``(S, P)``, count units.
         observed_max: if given, an ``(S, P)`` tensor updated in place with the largest column
             count seen per plane pair (ADC calibration); the ADC is bypassed while observing.
         chunk_bytes: memory bound of the per-chunk intermediates.
+        fuse: contract exact (linear) plane pairs before the product (:class:`PairPlan`); False
+            computes every pair separately, the reference the fast paths are tested against.
 
     Returns:
-        ``(G, M, N)`` outputs in the dtype of ``x``.
+        ``(G, M, N)`` outputs in float64 for float64 ``x``, else float32.
     """
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x = x.to(dtype)
     geometry = programmed.geometry
-    signed = input_is_signed(x, policy)
+    signed = input_is_signed(x, policy) if signed is None else signed
     in_lay = input_layout(policy, signed)
     w_lay = weight_layout(policy)
     codes, x_scale = quantize_input(x, policy, geometry, signed)
-    cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)
-    g, t, r, p_planes, n = cells.shape
-    steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, cells)
-    fused = steps is None and observed_max is None
-    w_coeffs = torch.tensor(w_lay.coeffs, dtype=dtype, device=x.device)
-    in_coeffs = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)
-    if fused:  # ideal ADC: the shift-add is linear, contract the weight planes first
-        w_mat = torch.einsum("gtrpn,p->gtrn", cells, w_coeffs).reshape(g * t, r, n)
-    else:
-        w_mat = cells.reshape(g * t, r, p_planes * n)
-        pair_coeffs = torch.outer(in_coeffs, w_coeffs)
+    g, t, r = programmed.groups, geometry.tiles, geometry.rows
+    n, p_planes = programmed.columns, w_lay.planes
+    steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, codes)
+    fused = steps is None and observed_max is None and fuse
+    w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
     exact_inputs = policy.input_noise <= 0 and (
         policy.dac_bits is None or all(policy.dac_bits >= wd for wd in in_lay.widths)
     )
-    colsum = programmed.code_colsum.to(dtype).unsqueeze(2)  # (G, T, 1, N)
-    w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
+    if fused:  # ideal ADC: the shift-add is linear; one GEMM of rescaled operands over all tiles
+        w_mat = effective_weight(programmed, policy, generator, dtype, with_offset=False)
+    else:
+        cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)  # (G, T, R, P, N)
+        plan = pair_plan(policy, in_lay, w_lay, steps) if steps is not None and fuse else PairPlan(
+            tuple(range(in_lay.planes)), tuple(range(p_planes)), ())
+        in_coeffs = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)
+        w_coeffs = torch.tensor(w_lay.coeffs, dtype=dtype, device=x.device)
+        a_in, a_w = list(plan.adc_inputs), list(plan.adc_weights)
+        w_mat = cells[:, :, :, a_w].reshape(g * t, r, len(a_w) * n)
+        pair_coeffs = torch.outer(in_coeffs[a_in], w_coeffs[a_w])
+        fused_w = [
+            torch.einsum("gtrpn,p->gtrn", cells[:, :, :, list(ws)], w_coeffs[list(ws)]).reshape(g * t, r, n)
+            for _, ws in plan.fused
+        ]
     out = torch.empty(g, codes.shape[1], n, dtype=dtype, device=x.device)
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
     for start in range(0, codes.shape[1], step_rows):
         q = codes[:, start : start + step_rows]  # (G, Mc, T, R)
         mc = q.shape[1]
-        if fused and exact_inputs:
-            x_mat = (q - in_lay.offset).permute(0, 2, 1, 3).reshape(g * t, mc, r)
-        else:
-            digits = to_digits(q, in_lay)  # (S, G, Mc, T, R)
-            digits = _apply_dac(digits, in_lay, policy)
-            if policy.input_noise > 0:
-                noise = torch.randn(digits.shape, generator=generator, device=x.device, dtype=dtype)
-                digits = digits * (1.0 + policy.input_noise * noise)
-            if fused:
-                x_mat = torch.einsum("sgmtr,s->gtmr", digits, in_coeffs).reshape(g * t, mc, r)
-            else:
-                x_mat = digits.permute(1, 3, 0, 2, 4).reshape(g * t, in_lay.planes * mc, r)
-        partial = torch.bmm(x_mat, w_mat)
-        if fused:
-            tile_sum = partial.view(g, t, mc, n)
-        else:
-            partial = partial.view(g, t, in_lay.planes, mc, p_planes, n)
-            if observed_max is not None:
-                seen = partial.amax(dim=(0, 1, 3, 5))
-                torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
-            else:
-                s = steps.view(1, 1, in_lay.planes, 1, p_planes, 1)
-                levels = float((1 << policy.adc_bits) - 1)
-                partial = torch.round(partial / s).clamp_(0.0, levels).mul_(s)
-            tile_sum = torch.einsum("gtsmpn,sp->gtmn", partial, pair_coeffs)
-        # offset-binary operands: q = sliced + offset; the cross terms are added digitally
-        # (sum over all r computed rows: padding rows hold code 0, so the identity stays exact)
-        if w_lay.offset:
-            tile_sum = tile_sum + w_lay.offset * q.sum(dim=3).permute(0, 2, 1).unsqueeze(-1)
-        if in_lay.offset:
-            tile_sum = tile_sum + in_lay.offset * colsum
-            if w_lay.offset:
-                tile_sum = tile_sum - in_lay.offset * w_lay.offset * r
         xs = x_scale[:, start : start + mc] if x_scale.shape[1] > 1 else x_scale
-        xs = xs.permute(0, 2, 1).unsqueeze(-1)  # (G|1, T, Mc|1, 1)
-        out[:, start : start + mc] = (tile_sum * xs * w_scale).sum(dim=1)
+        offsets = _offset_terms(q, programmed, in_lay, w_lay)
+        if fused:
+            if exact_inputs:
+                sliced = q - in_lay.offset if in_lay.offset else q
+            else:
+                coeffs = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)
+                sliced = torch.einsum("sgmtr,s->gmtr", _input_planes(q, in_lay, policy, generator), coeffs)
+            y = torch.bmm((sliced * xs.unsqueeze(-1)).reshape(g, mc, t * r), w_mat)
+            if isinstance(offsets, torch.Tensor):
+                y = y + (offsets * xs.permute(0, 2, 1).unsqueeze(-1) * w_scale).sum(dim=1)
+            out[:, start : start + mc] = y
+            continue
+        digits = _input_planes(q, in_lay, policy, generator).permute(1, 3, 0, 2, 4)  # (G, T, S, Mc, R)
+        x_mat = digits[:, :, a_in].reshape(g * t, len(a_in) * mc, r)
+        partial = torch.bmm(x_mat, w_mat).view(g, t, len(a_in), mc, len(a_w), n)
+        if observed_max is not None:
+            seen = partial.amax(dim=(0, 1, 3, 5))
+            torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
+        elif steps is not None:
+            s = steps[a_in][:, a_w].view(1, 1, len(a_in), 1, len(a_w), 1)
+            levels = float((1 << policy.adc_bits) - 1)
+            partial = torch.round(partial / s).clamp_(0.0, levels).mul_(s)
+        tile_sum = torch.einsum("gtsmpn,sp->gtmn", partial, pair_coeffs) + offsets
+        for (ins, _), w_f in zip(plan.fused, fused_w):
+            x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)])
+            tile_sum = tile_sum + torch.bmm(x_f.reshape(g * t, mc, r), w_f).view(g, t, mc, n)
+        out[:, start : start + mc] = (tile_sum * xs.permute(0, 2, 1).unsqueeze(-1) * w_scale).sum(dim=1)
     return out

@@ -18,12 +18,16 @@ from .crossbar import (
     DEFAULT_CHUNK_BYTES,
     ProgrammedWeights,
     crossbar_matmul,
+    effective_weight,
+    fused_conv_eligible,
     input_is_signed,
     program_weights,
     quantize_input,
+    quantize_tensor,
     tile_geometry,
     weight_layout,
 )
+from .conv_engine import crossbar_conv2d, tiled_conv_eligible
 from .errors import MappingError
 from .policy import Policy
 from .registry import resolve_policy
@@ -50,6 +54,7 @@ class CrossbarLayer(nn.Module):
         self.program_count = 0
         self.read_count = 0
         self.chunk_bytes = DEFAULT_CHUNK_BYTES
+        self.fuse = True  # False: every plane pair separately, through im2col (the reference path)
         self.calibrating = False
         planes_in = len(self.policy.input_slices)
         planes_w = weight_layout(self.policy).planes
@@ -96,22 +101,30 @@ class CrossbarLayer(nn.Module):
     def _draws_per_read(self) -> bool:
         return self.policy.read_noise > 0 or self.policy.input_noise > 0
 
-    def crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _read_generator(self, device: torch.device) -> torch.Generator | None:
+        """The generator of this forward's read/DAC noise (None when the policy draws none)."""
+        if not self._draws_per_read():
+            return None
+        self.read_count += 1
+        return make_generator(device, self.seed, "read", self.program_count, self.read_count - 1)
+
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+
+    def crossbar_forward(self, x: torch.Tensor, signed: bool | None = None) -> torch.Tensor:
         """Crossbar product of input matrices ``(G, M, K)`` -> ``(G, M, N)``, in ``x``'s dtype."""
-        generator = None
-        if self._draws_per_read():
-            generator = make_generator(x.device, self.seed, "read", self.program_count, self.read_count)
-            self.read_count += 1
         y = crossbar_matmul(
             x.detach(),
             self._programmed(),
             self.policy,
-            generator=generator,
+            generator=self._read_generator(x.device),
+            signed=signed,
             adc_full_scale=self.adc_full_scale,
             observed_max=self.adc_observed_max if self.calibrating else None,
             chunk_bytes=self.chunk_bytes,
+            fuse=self.fuse,
         ).to(x.dtype)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        if self._needs_grad(x):
             y_ste = torch.bmm(self._fake_quant_input(x), self._fake_quant_weight().to(x.dtype))
             y = y_ste + (y - y_ste).detach()
         return y
@@ -286,22 +299,51 @@ class _CrossbarConvNd(CrossbarLayer):
         x = self._explicit_padding(x)
         if dims == 1:
             x = x.unsqueeze(2)
-        kernel = (1, *self.kernel_size) if dims == 1 else self.kernel_size
-        stride = (1, *self.stride) if dims == 1 else self.stride
-        dilation = (1, *self.dilation) if dims == 1 else self.dilation
+        signed = input_is_signed(x, self.policy)
+        direct = not self.calibrating and not self._needs_grad(x) and self.fuse
+        if direct and fused_conv_eligible(self.policy, signed):
+            y = self._fused_conv(x, signed)
+        elif direct and tiled_conv_eligible(self.policy, signed):
+            kernel, stride, dilation = self._conv_params()
+            y = crossbar_conv2d(
+                x.detach(), self._programmed(), self.policy, kernel, stride, dilation, signed=signed,
+                generator=self._read_generator(x.device), adc_full_scale=self.adc_full_scale,
+                chunk_bytes=self.chunk_bytes,
+            ).to(x.dtype)
+        else:
+            y = self._im2col_conv(x, signed)
+        if dims == 1:
+            y = y.squeeze(2)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype).view(1, -1, *([1] * dims))
+        return y
+
+    def _conv_params(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Kernel, stride and dilation as 2-D tuples (Conv1d runs as height-1 Conv2d)."""
+        if self._spatial_dims == 1:
+            return (1, *self.kernel_size), (1, *self.stride), (1, *self.dilation)
+        return tuple(self.kernel_size), tuple(self.stride), tuple(self.dilation)
+
+    def _fused_conv(self, x: torch.Tensor, signed: bool) -> torch.Tensor:
+        """Ideal-converter path: one convolution of the quantized input with the read weight."""
+        kernel, stride, dilation = self._conv_params()
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        w = effective_weight(self._programmed(), self.policy, self._read_generator(x.device), dtype)
+        w = w[:, : self.geometry.k].transpose(1, 2).reshape(self.out_channels, -1, *kernel)
+        x_q = quantize_tensor(x.detach().to(dtype), self.policy, signed)
+        return F.conv2d(x_q, w, None, stride, 0, dilation, self.groups).to(x.dtype)
+
+    def _im2col_conv(self, x: torch.Tensor, signed: bool) -> torch.Tensor:
+        """General path: unfold the patches and run the crossbar product per group."""
+        kernel, stride, dilation = self._conv_params()
         b, _, h, w = x.shape
         h_out = (h - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
         w_out = (w - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
         cols = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (B, C*k, L)
         g = self.groups
         mat = cols.view(b, g, -1, h_out * w_out).permute(1, 0, 3, 2).reshape(g, b * h_out * w_out, -1)
-        y = self.crossbar_forward(mat)  # (G, B*L, N_g)
-        y = y.view(g, b, h_out * w_out, -1).permute(1, 0, 3, 2).reshape(b, self.out_channels, h_out, w_out)
-        if dims == 1:
-            y = y.squeeze(2)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype).view(1, -1, *([1] * dims))
-        return y
+        y = self.crossbar_forward(mat, signed)  # (G, B*L, N_g)
+        return y.view(g, b, h_out * w_out, -1).permute(1, 0, 3, 2).reshape(b, self.out_channels, h_out, w_out)
 
     @classmethod
     def from_float(cls, module: nn.Module, policy: Policy | str, seed: int = 0) -> _CrossbarConvNd:

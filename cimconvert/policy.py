@@ -105,7 +105,7 @@ class Policy:
     """Width of the shared block exponent in "fp" mode (two's complement range)."""
     weight_granularity: str = "channel"
     """One weight scale per "tensor", per output "channel", or per array "tile" (rows x cols)."""
-    input_granularity: str = "row"
+    input_granularity: str = "tensor"
     """One input scale per "tensor" (per forward), per "row" (each input row within each row tile,
     recomputed every forward, as Memintelli) or per row "tile" (shared by all rows of the batch)."""
     input_signed: str = "auto"

@@ -29,6 +29,8 @@ PolicyFactory = Callable[[], Policy]
 _POLICIES: dict[str, PolicyFactory] = {}
 
 GRAMMAR_DEFAULTS: dict[str, Any] = {
+    "input_granularity": "tensor",
+    "weight_granularity": "channel",
     "array_rows": 128,
     "array_cols": 128,
     "adc_bits": 8,
@@ -36,7 +38,8 @@ GRAMMAR_DEFAULTS: dict[str, Any] = {
     "program_noise": 0.02,
     "read_noise": 0.02,
 }
-"""Fields of grammar-built policies: 128x128 arrays, an 8-bit column ADC (ISAAC's resolution,
+"""Fields of grammar-built policies: one input scale per tensor and forward (a fixed-point
+accelerator's activation range), one weight scale per output channel, 128x128 arrays, an 8-bit column ADC (ISAAC's resolution,
 Shafiee et al. ISCA 2016), lossless 1- and 2-bit DACs, and 2 % programming and read noise
 (Memintelli's current ``write_variation`` / ``read_variation`` defaults)."""
 
@@ -128,13 +131,12 @@ def describe_policy(name: str) -> str:
 
 @register_policy
 def ideal() -> Policy:
-    """8-bit weights and inputs in one slice each, lossless DAC/ADC, no device noise.
+    """slc2mlc3's 8-bit mapping with lossless DAC/ADC and no device noise.
 
-    The quantization-only reference: every remaining error is 8-bit integer quantization.
+    The quantization-only reference: every remaining error is 8-bit integer quantization (one
+    input scale per tensor and forward, one weight scale per output channel).
     """
-    return Policy(
-        name="ideal", weight_slices=(8,), input_slices=(8,), adc_bits=None, dac_bits=None,
-    )
+    return Policy(name="ideal", adc_bits=None, dac_bits=None)
 
 
 @register_policy
