@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .adc import adc_shift_add
 from .crossbar import (
     DEFAULT_CHUNK_BYTES,
     PairPlan,
@@ -109,19 +110,22 @@ def crossbar_conv2d(
     w_scale = programmed.scale.to(dtype)  # (G, T, N)
     out = torch.zeros(b, g, n, h_out * w_out, dtype=dtype, device=x.device)
     levels = float((1 << policy.adc_bits) - 1) if policy.adc_bits is not None else 0.0
+    step_block = steps[a_in][:, a_w].contiguous() if steps is not None else None
+    x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
     for t in range(t_count):
         scale_t = w_scale[:, t].view(1, g, n, 1)
         if a_in:
             weight, c0, c1 = _tile_kernel(cells[:, :, :, a_w], t, k, rows, kernel)
             for s0 in range(0, b, batch_step):
-                xb = _channels(digits[a_in, s0 : s0 + batch_step], g, c0, c1)
+                xb = _channels(x_block[:, s0 : s0 + batch_step], g, c0, c1)
                 bc = xb.shape[1]
                 part = F.conv2d(xb.flatten(0, 1), weight, None, stride, 0, dilation, g)
-                part = part.view(len(a_in), bc, g, len(a_w), n, -1)
-                if steps is not None:
-                    s = steps[a_in][:, a_w].view(len(a_in), 1, 1, len(a_w), 1, 1)
-                    part = torch.round(part / s).clamp_(0.0, levels).mul_(s)
-                tile = torch.einsum("sbgpnl,sp->bgnl", part, pair_coeffs)
+                part = part.view(1, len(a_in), bc * g, len(a_w), -1)
+                if steps is None:
+                    tile = torch.einsum("asbpc,sp->abc", part, pair_coeffs)
+                else:
+                    tile = adc_shift_add(part, step_block, pair_coeffs, levels)
+                tile = tile.view(bc, g, n, -1)
                 out[s0 : s0 + bc] += tile * scale_t
         for x_f, w_f in zip(fused_x, fused_w):
             weight, c0, c1 = _tile_kernel(w_f, t, k, rows, kernel)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .adc import adc_shift_add
 from .devices import program_cells, read_cells
 from .policy import Policy
 from .quantize import block_scale, quantize_codes
@@ -449,15 +450,16 @@ def crossbar_matmul(
             continue
         digits = _input_planes(q, in_lay, policy, generator).permute(1, 3, 0, 2, 4)  # (G, T, S, Mc, R)
         x_mat = digits[:, :, a_in].reshape(g * t, len(a_in) * mc, r)
-        partial = torch.bmm(x_mat, w_mat).view(g, t, len(a_in), mc, len(a_w), n)
+        partial = torch.bmm(x_mat, w_mat).view(g * t, len(a_in), mc, len(a_w), n)
         if observed_max is not None:
-            seen = partial.amax(dim=(0, 1, 3, 5))
+            seen = partial.amax(dim=(0, 2, 4))
             torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
-        elif steps is not None:
-            s = steps[a_in][:, a_w].view(1, 1, len(a_in), 1, len(a_w), 1)
+        if steps is None:
+            tile_sum = torch.einsum("asbpc,sp->abc", partial, pair_coeffs)
+        else:
             levels = float((1 << policy.adc_bits) - 1)
-            partial = torch.round(partial / s).clamp_(0.0, levels).mul_(s)
-        tile_sum = torch.einsum("gtsmpn,sp->gtmn", partial, pair_coeffs) + offsets
+            tile_sum = adc_shift_add(partial, steps[a_in][:, a_w].contiguous(), pair_coeffs, levels)
+        tile_sum = tile_sum.view(g, t, mc, n) + offsets
         for (ins, _), w_f in zip(plan.fused, fused_w):
             x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)])
             tile_sum = tile_sum + torch.bmm(x_f.reshape(g * t, mc, r), w_f).view(g, t, mc, n)

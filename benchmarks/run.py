@@ -1,0 +1,150 @@
+"""Speed and memory of converted models against float32, in one process and one run.
+
+For each model and batch: the float32 forward time (median of ``--repeats`` runs after a warm-up),
+then for each policy the converted model's forward time and its ratio to float32. Memory: the
+model's tensor bytes (parameters + buffers) plus the peak resident-memory growth during one forward
+(sampled every millisecond from /proc), converted over float32.
+
+    python benchmarks/run.py                      # the README table (resnet18 b1/b8, deit_tiny b8)
+    python benchmarks/run.py --models resnet18 --batches 8 --policies ideal slc2mlc3
+
+Writes ``benchmarks/results/bench.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+import cimconvert
+
+POLICIES: dict[str, Callable[[], cimconvert.Policy]] = {
+    "ideal": lambda: cimconvert.get_policy("ideal"),
+    "slc2mlc3": lambda: cimconvert.get_policy("slc2mlc3"),
+    "slc2mlc3-lossless-clean": lambda: cimconvert.get_policy(
+        "slc2mlc3", adc_bits=None, program_noise=0.0, read_noise=0.0),
+    "slc2mlc3-adc10-clean": lambda: cimconvert.get_policy(
+        "slc2mlc3", adc_bits=10, program_noise=0.0, read_noise=0.0),
+    "slc2mlc3-adc10-noisy": lambda: cimconvert.get_policy("slc2mlc3", adc_bits=10),
+    "memintelli": lambda: cimconvert.get_policy("memintelli"),
+}
+MODELS = {"resnet18": ("torchvision", 224), "deit_tiny_patch16_224": ("timm", 224)}
+DEFAULT_RUNS = [("resnet18", 1), ("resnet18", 8), ("deit_tiny_patch16_224", 8)]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_growth(fn: Callable[[], object]) -> int:
+    """Peak resident-memory growth (bytes) while ``fn`` runs, sampled every millisecond."""
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(0, max(peak[0], _rss_bytes()) - base)
+
+
+def tensor_bytes(model: torch.nn.Module) -> int:
+    """Bytes held by a model's parameters and buffers."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build(name: str) -> torch.nn.Module:
+    """A random-weight model (weights do not change the timing)."""
+    source, _ = MODELS[name]
+    if source == "torchvision":
+        import torchvision
+
+        return getattr(torchvision.models, name)().eval()
+    import timm
+
+    return timm.create_model(name, pretrained=False).eval()
+
+
+def run(models_batches: list[tuple[str, int]], policies: list[str], repeats: int) -> list[dict]:
+    """Measure every (model, batch) x policy; returns one row per pair."""
+    rows = []
+    for model_name, batch in models_batches:
+        torch.manual_seed(0)
+        model = build(model_name)
+        x = torch.randn(batch, 3, MODELS[model_name][1], MODELS[model_name][1])
+        with torch.inference_mode():
+            t_float = median_time(lambda: model(x), repeats)
+            m_float = tensor_bytes(model) + peak_growth(lambda: model(x))
+        for policy_name in policies:
+            converted = cimconvert.convert(copy.deepcopy(model), POLICIES[policy_name](), seed=0).eval()
+            with torch.inference_mode():
+                t_conv = median_time(lambda: converted(x), repeats)
+                m_conv = tensor_bytes(converted) + peak_growth(lambda: converted(x))
+            rows.append({
+                "model": model_name, "batch": batch, "policy": policy_name,
+                "float_s": round(t_float, 4), "converted_s": round(t_conv, 4),
+                "time_ratio": round(t_conv / t_float, 2),
+                "float_mem_mb": round(m_float / 2**20, 1), "converted_mem_mb": round(m_conv / 2**20, 1),
+                "mem_ratio": round(m_conv / m_float, 2),
+            })
+            print(tabulate([rows[-1]], headers="keys"), flush=True)
+            del converted
+    return rows
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", choices=list(MODELS))
+    parser.add_argument("--batches", nargs="*", type=int)
+    parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench.json")
+    args = parser.parse_args()
+    runs = DEFAULT_RUNS
+    if args.models:
+        runs = [(m, b) for m in args.models for b in (args.batches or [8])]
+    rows = run(runs, args.policies, args.repeats)
+    print("\n" + tabulate(rows, headers="keys", tablefmt="github"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

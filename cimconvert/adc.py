@@ -1,0 +1,74 @@
+"""The column ADC and the digital shift-add, as one kernel over a block of partial sums.
+
+``adc_shift_add(partial, steps, coeffs, levels)`` takes column counts ``partial`` shaped
+``(A, S, B, P, C)`` (S input planes, P weight planes) and returns ``(A, B, C)``::
+
+    out = sum_{s, p} coeffs[s, p] * steps[s, p] * clamp(round(partial / steps[s, p]), 0, levels)
+
+It is the hot loop of every lossy-ADC simulation (one evaluation per ADC conversion). Large blocks
+run through ``torch.compile`` (one fused pass instead of five memory passes, about 10-20x faster
+on CPU); small blocks, or machines where compilation fails, use the eager version. Set
+``CIMCONVERT_COMPILE=0`` to never compile.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["adc_shift_add", "adc_shift_add_eager", "COMPILE_MIN_ELEMENTS"]
+
+COMPILE_MIN_ELEMENTS = 1 << 21
+"""Blocks with fewer partial sums than this run eagerly (compilation would not pay off)."""
+
+_compiled: Callable[..., torch.Tensor] | None = None
+_compile_failed = False
+
+
+def adc_shift_add_eager(
+    partial: torch.Tensor, steps: torch.Tensor, coeffs: torch.Tensor, levels: float
+) -> torch.Tensor:
+    """Reference implementation of :func:`adc_shift_add`."""
+    _, s_planes, _, p_planes, _ = partial.shape
+    step = steps.view(1, s_planes, 1, p_planes, 1)
+    codes = torch.round(partial / step).clamp_(0.0, levels)
+    return torch.einsum("asbpc,sp->abc", codes, coeffs * steps)
+
+
+def _fused(partial: torch.Tensor, steps: torch.Tensor, coeffs: torch.Tensor, levels: float) -> torch.Tensor:
+    _, s_planes, _, p_planes, _ = partial.shape
+    step = steps.view(1, s_planes, 1, p_planes, 1)
+    codes = torch.round(partial / step).clamp(0.0, levels)
+    return (codes * (coeffs * steps).view(1, s_planes, 1, p_planes, 1)).sum(dim=(1, 3))
+
+
+def _compile_enabled() -> bool:
+    return os.environ.get("CIMCONVERT_COMPILE", "1") != "0" and not _compile_failed
+
+
+def adc_shift_add(
+    partial: torch.Tensor, steps: torch.Tensor, coeffs: torch.Tensor, levels: float
+) -> torch.Tensor:
+    """ADC conversion of every partial sum, then the weighted sum over the plane pairs.
+
+    Args:
+        partial: column counts ``(A, S, B, P, C)``.
+        steps: ADC step per plane pair ``(S, P)`` in counts.
+        coeffs: shift-add coefficient per plane pair ``(S, P)``.
+        levels: largest ADC code, ``2**bits - 1``.
+    """
+    global _compiled, _compile_failed
+    if partial.numel() < COMPILE_MIN_ELEMENTS or not _compile_enabled():
+        return adc_shift_add_eager(partial, steps, coeffs, levels)
+    try:
+        if _compiled is None:
+            _compiled = torch.compile(_fused, dynamic=True)
+        return _compiled(partial, steps, coeffs, levels)
+    except Exception as error:  # noqa: BLE001 (no compiler on this machine: stay correct, eager)
+        _compile_failed = True
+        warnings.warn(f"cimconvert: torch.compile unavailable ({type(error).__name__}); the ADC "
+                      f"kernel runs eagerly (slower).", RuntimeWarning, stacklevel=2)
+        return adc_shift_add_eager(partial, steps, coeffs, levels)
