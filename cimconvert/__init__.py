@@ -1,6 +1,9 @@
 """cimconvert: convert any PyTorch vision model to a bit-sliced memristive crossbar simulation."""
 
+from .convert import ConversionInfo, conversion_info, convert, crossbar_layers, digital_ops
 from .crossbar import ProgrammedWeights, crossbar_matmul, program_weights
+from .devices import DeviceModel, get_device, list_devices, register_device
+from .drift import set_time
 from .errors import (
     CimConvertError,
     DataError,
@@ -11,20 +14,59 @@ from .errors import (
     PolicyError,
     ProfileError,
     TraceError,
+    TraceWarning,
 )
+from .evaluate import evaluate, evaluate_trials
+from .finetune import finetune
 from .layers import CrossbarConv1d, CrossbarConv2d, CrossbarLayer, CrossbarLinear
+from .matching import DigitalOp
+from .models import create_model, list_models, load_checkpoint
+from .onnx_export import export_onnx
 from .policy import Policy
+from .policy_map import PolicyMap
+from .profiles import HardwareProfile, get_profile, list_profiles
 from .registry import get_policy, is_policy, list_policies, register_policy
+from .report import DeploymentReport, build_report
+from .runner import RunConfig, run_job
+from .serialization import load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "convert",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "evaluate",
+    "evaluate_trials",
+    "RunConfig",
+    "run_job",
+    "crossbar_layers",
+    "digital_ops",
+    "conversion_info",
+    "ConversionInfo",
+    "DigitalOp",
+    "PolicyMap",
     "Policy",
     "get_policy",
     "is_policy",
     "list_policies",
     "register_policy",
+    "build_report",
+    "DeploymentReport",
+    "HardwareProfile",
+    "get_profile",
+    "list_profiles",
+    "DeviceModel",
+    "get_device",
+    "list_devices",
+    "register_device",
+    "set_time",
+    "finetune",
+    "save",
+    "load",
+    "export_onnx",
     "CrossbarLayer",
     "CrossbarLinear",
     "CrossbarConv1d",
@@ -35,6 +77,7 @@ __all__ = [
     "CimConvertError",
     "PolicyError",
     "TraceError",
+    "TraceWarning",
     "MappingError",
     "ProfileError",
     "ModelError",

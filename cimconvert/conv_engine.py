@@ -84,7 +84,7 @@ def crossbar_conv2d(
     Returns ``(B, G * N, H_out, W_out)`` in float64 for float64 ``x``, else float32.
     """
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x = x.to(dtype)
+    x = x.to(dtype).contiguous()  # channels-last inputs would give channels-last partial sums
     in_lay, w_lay = input_layout(policy, signed), weight_layout(policy)
     absmax = (x.abs() if signed else x.clamp(min=0)).amax().view(1)
     x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
@@ -112,15 +112,16 @@ def crossbar_conv2d(
     levels = float((1 << policy.adc_bits) - 1) if policy.adc_bits is not None else 0.0
     step_block = steps[a_in][:, a_w].contiguous() if steps is not None else None
     x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
+    w_block = cells[:, :, :, a_w] if len(a_w) < w_lay.planes else cells
     for t in range(t_count):
         scale_t = w_scale[:, t].view(1, g, n, 1)
         if a_in:
-            weight, c0, c1 = _tile_kernel(cells[:, :, :, a_w], t, k, rows, kernel)
+            weight, c0, c1 = _tile_kernel(w_block, t, k, rows, kernel)
             for s0 in range(0, b, batch_step):
                 xb = _channels(x_block[:, s0 : s0 + batch_step], g, c0, c1)
                 bc = xb.shape[1]
                 part = F.conv2d(xb.flatten(0, 1), weight, None, stride, 0, dilation, g)
-                part = part.view(1, len(a_in), bc * g, len(a_w), -1)
+                part = part.reshape(1, len(a_in), bc * g, len(a_w), -1)
                 if steps is None:
                     tile = torch.einsum("asbpc,sp->abc", part, pair_coeffs)
                 else:
@@ -130,5 +131,5 @@ def crossbar_conv2d(
         for x_f, w_f in zip(fused_x, fused_w):
             weight, c0, c1 = _tile_kernel(w_f, t, k, rows, kernel)
             part = F.conv2d(_channels(x_f, g, c0, c1), weight, None, stride, 0, dilation, g)
-            out += part.view(b, g, n, -1) * scale_t
+            out += part.reshape(b, g, n, -1) * scale_t
     return (out * x_scale).view(b, g * n, h_out, w_out)

@@ -101,6 +101,8 @@ class ProgrammedWeights:
     """``(G, T, N)`` column sums of the integer weight codes (digital offset correction)."""
     geometry: TileGeometry
     """Row tiling."""
+    drift_coeffs: torch.Tensor | None = None
+    """``(G, T, R, P * N)`` per-cell drift coefficients of the device (None: stable cells)."""
 
     @property
     def groups(self) -> int:
@@ -152,9 +154,13 @@ def program_weights(
     tiled = _pad_rows(w, 1, geometry).view(g, geometry.tiles, geometry.rows, n)
     codes = quantize_codes(tiled, scale.unsqueeze(2), policy.weight_bits, True)
     digits = to_digits(codes, layout)  # (P, G, T, R, N)
-    cells = program_cells(digits, layout.levels, policy, generator)
-    cells = cells.permute(1, 2, 3, 0, 4).reshape(g, geometry.tiles, geometry.rows, -1).contiguous()
-    return ProgrammedWeights(cells, scale.contiguous(), codes.sum(dim=2), geometry)
+    cells, coeffs = program_cells(digits, layout.levels, policy, generator)
+
+    def cell_layout(planes: torch.Tensor) -> torch.Tensor:
+        return planes.permute(1, 2, 3, 0, 4).reshape(g, geometry.tiles, geometry.rows, -1).contiguous()
+
+    return ProgrammedWeights(cell_layout(cells), scale.contiguous(), codes.sum(dim=2), geometry,
+                             None if coeffs is None else cell_layout(coeffs))
 
 
 def input_is_signed(x: torch.Tensor, policy: Policy) -> bool:
@@ -190,14 +196,12 @@ def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
     noise-free cells (their digital offset terms use the ideal codes).
     """
     in_lay = input_layout(policy, signed)
-    weights_exact = not (policy.program_noise or policy.read_noise or policy.stuck_on_rate
-                         or policy.stuck_off_rate)
     return (
         policy.adc_bits is None
         and policy.input_granularity == "tensor"
         and policy.input_noise <= 0
         and (policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths))
-        and (weights_exact or (in_lay.offset == 0 and weight_layout(policy).offset == 0))
+        and (policy.cells_exact or (in_lay.offset == 0 and weight_layout(policy).offset == 0))
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "OutputError",
     "FormatError",
+    "TraceWarning",
     "close_matches",
 ]
 
@@ -57,6 +58,10 @@ class OutputError(CimConvertError, OSError):
 
 class FormatError(CimConvertError, ValueError):
     """A saved file is corrupt, truncated or of an unsupported format version."""
+
+
+class TraceWarning(UserWarning):
+    """A model could not be traced; it was converted by swapping modules in place."""
 
 
 def close_matches(name: str, choices: Iterable[str], n: int = 5) -> str:

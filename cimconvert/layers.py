@@ -8,6 +8,7 @@ carry the exact programmed chip). Programming happens once, at construction and 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -28,7 +29,8 @@ from .crossbar import (
     weight_layout,
 )
 from .conv_engine import crossbar_conv2d, tiled_conv_eligible
-from .errors import MappingError
+from .devices import get_device, ir_drop
+from .errors import CimConvertError, MappingError
 from .policy import Policy
 from .registry import resolve_policy
 from .seeding import make_generator
@@ -60,6 +62,10 @@ class CrossbarLayer(nn.Module):
         planes_w = weight_layout(self.policy).planes
         self.register_buffer("adc_full_scale", torch.full((planes_in, planes_w), float("nan")))
         self.register_buffer("adc_observed_max", torch.zeros(planes_in, planes_w), persistent=False)
+        self.time_since_programming = 0.0
+        # what the forward reads when it is not the programmed state (see _refresh_reads)
+        self.register_buffer("cells_now", None, persistent=False)
+        self.register_buffer("scale_now", None, persistent=False)
         self.program()
 
     # -- weight side ----------------------------------------------------------------------------
@@ -76,12 +82,14 @@ class CrossbarLayer(nn.Module):
         state = program_weights(w, self.policy, generator)
         self.geometry = state.geometry
         for name, value in (
-            ("cells", state.cells), ("weight_scale", state.scale), ("code_colsum", state.code_colsum)
+            ("cells", state.cells), ("weight_scale", state.scale), ("code_colsum", state.code_colsum),
+            ("drift_coeffs", state.drift_coeffs),
         ):
             if name in self._buffers:
                 self._buffers[name] = value
             else:
                 self.register_buffer(name, value)
+        self._refresh_reads()
 
     def reprogram(self, seed: int | None = None) -> None:
         """Program the arrays again: a new programming-noise draw (or the draw of ``seed``).
@@ -95,7 +103,72 @@ class CrossbarLayer(nn.Module):
         self.program()
 
     def _programmed(self) -> ProgrammedWeights:
-        return ProgrammedWeights(self.cells, self.weight_scale, self.code_colsum, self.geometry)
+        cells = self.cells if self.cells_now is None else self.cells_now
+        scale = self.weight_scale if self.scale_now is None else self.scale_now
+        return ProgrammedWeights(cells, scale, self.code_colsum, self.geometry)
+
+    # -- time, drift, IR drop -------------------------------------------------------------------
+    def set_time(self, seconds: float) -> None:
+        """Read the arrays ``seconds`` after programming (drift and accumulated read noise).
+
+        The device's state at that time is one draw from the layer's seed (the same ``seconds``
+        give the same chip), the drift compensation factor is computed again, and programming
+        anew keeps the time. Stable devices (``gaussian``) are unaffected.
+
+        Raises:
+            CimConvertError: ``seconds`` is negative or not finite.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            math.isfinite(seconds) and seconds >= 0
+        ):
+            raise CimConvertError(f"Time since programming {seconds!r} is invalid; allowed: seconds >= 0.")
+        self.time_since_programming = float(seconds)
+        self._refresh_reads()
+
+    def _cell_planes(self, cells: torch.Tensor) -> torch.Tensor:
+        """``(G, T, R, P * N)`` cells as ``(P, G, T, R, N)`` (the layout of :mod:`.devices`)."""
+        g, t, r, _ = cells.shape
+        return cells.view(g, t, r, weight_layout(self.policy).planes, -1).permute(3, 0, 1, 2, 4)
+
+    def _refresh_reads(self) -> None:
+        """Set what the forward reads: the cells at the current time through resistive wires,
+        and the drift-compensated weight scales (the programmed state itself for stable cells on
+        ideal wires)."""
+        device = get_device(self.policy.device)
+        if not device.time_dependent and self.policy.ir_drop_wire_ohm <= 0:
+            self.cells_now = self.scale_now = None
+            return
+        levels = weight_layout(self.policy).levels
+        generator = make_generator(self.cells.device, self.seed, "drift", self.program_count,
+                                   self.time_since_programming)
+        programmed = self._cell_planes(self.cells)
+        coeffs = None if self.drift_coeffs is None else self._cell_planes(self.drift_coeffs)
+        now = device.at_time(programmed, coeffs, levels, self.policy, self.time_since_programming, generator)
+        self.cells_now = ir_drop(now, levels, self.policy).permute(1, 2, 3, 0, 4).reshape(self.cells.shape)
+        self.scale_now = None
+        if device.time_dependent and self.policy.drift_compensation != "none":
+            after_programming = ir_drop(programmed, levels, self.policy).permute(1, 2, 3, 0, 4)
+            factor = self._drift_factor(after_programming.reshape(self.cells.shape), self.cells_now)
+            self.scale_now = self.weight_scale * factor
+
+    def _drift_factor(self, reference: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Drift compensation (aihwkit ``GlobalDriftCompensation`` / ``PerColumnDriftCompensation``).
+
+        The read-out of the layer on one-hot inputs through ideal converters, without per-read
+        noise, is its effective weight; the factor is the mean absolute read-out right after
+        programming (``reference`` cells) over the one now (``current``), for the whole layer or
+        per output column (1 where the current read-out is 0). It multiplies the output digitally.
+        """
+        per_column = self.policy.drift_compensation == "per_column"
+        quiet = self.policy.replace(read_noise=0.0)
+
+        def readout(cells: torch.Tensor) -> torch.Tensor:
+            state = ProgrammedWeights(cells, self.weight_scale, self.code_colsum, self.geometry)
+            w = effective_weight(state, quiet, dtype=cells.dtype)[:, : self.geometry.k].abs()
+            return w.mean(dim=1, keepdim=True) if per_column else w.mean()
+
+        before, now = readout(reference), readout(current)
+        return torch.where(now > 0, before / now, torch.ones_like(now))
 
     # -- forward --------------------------------------------------------------------------------
     def _draws_per_read(self) -> bool:
@@ -165,6 +238,7 @@ class CrossbarLayer(nn.Module):
             "seed": self.seed,
             "program_count": self.program_count,
             "read_count": self.read_count,
+            "time_since_programming": self.time_since_programming,
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
@@ -173,6 +247,7 @@ class CrossbarLayer(nn.Module):
         self.seed = int(state["seed"])
         self.program_count = int(state["program_count"])
         self.read_count = int(state["read_count"])
+        self.time_since_programming = float(state.get("time_since_programming", 0.0))
         self.geometry = tile_geometry(self.weight_matrix().shape[1], self.policy.array_rows)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
@@ -182,7 +257,12 @@ class CrossbarLayer(nn.Module):
             own = self._buffers.get(name)
             if saved is not None and own is not None and saved.shape != own.shape:
                 self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
+        if prefix + "cells" in state_dict:  # a whole chip: drift coefficients as it has them
+            saved = state_dict.get(prefix + "drift_coeffs")
+            self.drift_coeffs = None if saved is None else torch.empty(
+                saved.shape, dtype=self.cells.dtype, device=self.cells.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._refresh_reads()
         planes = self.adc_full_scale.shape
         if self.adc_observed_max.shape != planes:
             self.adc_observed_max = torch.zeros(planes, device=self.adc_observed_max.device)
@@ -190,7 +270,8 @@ class CrossbarLayer(nn.Module):
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
         super()._apply(fn, recurse)
         # half-precision cells would round the programmed noise: keep the state in float32
-        for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max"):
+        for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max",
+                     "drift_coeffs", "cells_now", "scale_now"):
             buf = self._buffers.get(name)
             if buf is not None and buf.dtype not in _STATE_DTYPES:
                 self._buffers[name] = buf.float()

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .devices import list_devices
 from .errors import PolicyError, close_matches
 
 __all__ = ["Policy", "WEIGHT_ENCODINGS", "MODES", "WEIGHT_GRANULARITIES", "INPUT_GRANULARITIES"]
@@ -22,6 +23,7 @@ WEIGHT_GRANULARITIES = ("tensor", "channel", "tile")
 INPUT_GRANULARITIES = ("tensor", "row", "tile")
 INPUT_SIGNEDNESS = ("auto", "signed", "unsigned")
 ADC_RANGES = ("worst_case", "calibrated")
+DRIFT_COMPENSATIONS = ("none", "global", "per_column")
 MAX_SLICE_BITS = 8
 MAX_OPERAND_BITS = 16
 
@@ -141,6 +143,21 @@ class Policy:
     """Fraction of cells stuck at ``g_off`` (drawn at programming)."""
     input_noise: float = 0.0
     """Relative sigma of the Gaussian DAC voltage noise, drawn per input element and slice."""
+    device: str = "gaussian"
+    """Cell model (:func:`cimconvert.devices.get_device`): "gaussian" (``program_noise``, stable
+    cells), "pcm" (aihwkit's PCMLikeNoiseModel: programming noise, drift, 1/f read noise) or
+    "rram" (aihwkit's ReRamWan2022NoiseModel). pcm and rram draw their own programming noise
+    (``program_noise`` is then unused); faults and ``read_noise`` apply to every device."""
+    device_noise_scale: float = 1.0
+    """Scale of the programming and accumulated read noise of the pcm and rram models (aihwkit's
+    ``prog_noise_scale`` and ``read_noise_scale``); 0 keeps only their drift."""
+    drift_compensation: str = "none"
+    """For devices that drift: "none", "global" (one digital factor on the layer's output) or
+    "per_column" (one per output column), the mean absolute read-out right after programming over
+    the one at the current time, as aihwkit's GlobalDriftCompensation / PerColumnDriftCompensation."""
+    ir_drop_wire_ohm: float = 0.0
+    """Wire resistance between adjacent cells of word and bit lines in ohm (first-order IR-drop
+    model, :func:`cimconvert.devices.ir_drop`); 0 = ideal wires (mpimpy's default is 2.93)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight_slices", _check_slices("weight_slices", self.weight_slices))
@@ -184,6 +201,15 @@ class Policy:
                 f"Policy.stuck_on_rate + stuck_off_rate = {self.stuck_on_rate + self.stuck_off_rate} "
                 f"exceeds 1."
             )
+        _check_choice("device", self.device, tuple(list_devices()))
+        _check_rate("device_noise_scale", self.device_noise_scale, upper=100.0)
+        _check_choice("drift_compensation", self.drift_compensation, DRIFT_COMPENSATIONS)
+        wire = self.ir_drop_wire_ohm
+        if isinstance(wire, bool) or not isinstance(wire, (int, float)) or not (math.isfinite(wire) and wire >= 0):
+            raise PolicyError(
+                f"Policy.ir_drop_wire_ohm={self.ir_drop_wire_ohm!r} is invalid; allowed: a resistance "
+                f">= 0 ohm (0 = ideal wires)."
+            )
 
     # -- derived quantities -------------------------------------------------------------------
     @property
@@ -202,12 +228,18 @@ class Policy:
         return self.weight_encoding == "differential"
 
     @property
-    def is_noise_free(self) -> bool:
-        """True when no random device or converter noise is drawn."""
+    def cells_exact(self) -> bool:
+        """True when every read of every cell gives its ideal digit: the gaussian device without
+        programming or read noise, no faults, ideal wires."""
         return not (
-            self.program_noise or self.read_noise or self.input_noise or self.stuck_on_rate
-            or self.stuck_off_rate
+            self.program_noise or self.read_noise or self.stuck_on_rate or self.stuck_off_rate
+            or self.device != "gaussian" or self.ir_drop_wire_ohm
         )
+
+    @property
+    def is_noise_free(self) -> bool:
+        """True when no random device or converter noise is drawn and cells read exactly."""
+        return self.cells_exact and not self.input_noise
 
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

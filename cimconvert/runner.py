@@ -1,0 +1,373 @@
+"""The end-to-end job behind ``cimconvert MODEL --policy ...`` and ``cimconvert run RECIPE.yaml``.
+
+model -> (data) -> convert -> float vs converted accuracy over noise trials -> deployment report
+-> ``results.json`` (timm ``validate.py`` keys plus the converted ones), all in one output folder
+that appears only when the whole job succeeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import Dataset
+from timm.models import safe_model_name
+
+from .convert import convert
+from .data import (
+    create_dataset,
+    create_eval_transform,
+    create_loader,
+    resolve_data_config,
+    synthetic_batch,
+)
+from .errors import CimConvertError, DataError, OutputError, PolicyError, close_matches
+from .drift import evaluate_over_time, parse_times
+from .evaluate import evaluate, evaluate_trials, summarize_trials
+from .io_utils import staged_directory
+from .models import create_model
+from .policy import Policy
+from .policy_map import PolicyMap
+from .registry import get_policy
+from .report import DeploymentReport, build_report
+
+__all__ = ["RunConfig", "JobResult", "run_job", "build_policy_map", "parse_overrides", "format_results",
+           "default_out_dir"]
+
+RESULTS_FORMATS = ("json", "csv")
+_POLICY_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one job needs; the command line and recipe files both fill it.
+
+    Recipe files (``cimconvert run RECIPE.yaml``) use these field names as keys.
+    """
+
+    model: str
+    """A models_zoo, timm or torchvision model name (see :func:`cimconvert.create_model`)."""
+    policy: str | dict[str, Any]
+    """A preset name, a policy-map YAML file, or a policy map (``PolicyMap.from_dict`` form)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Policy fields changed in every policy of the map (``--set adc_bits=6``)."""
+    first_last_digital: bool = False
+    """Keep the first and last eligible layers digital."""
+    profile: str = "neurosim22_rram"
+    """Hardware cost profile of the deployment report."""
+    checkpoint: str | None = None
+    """Local weights file; replaces the pretrained weights."""
+    pretrained: bool = True
+    """Load the published weights (False: random weights, for mapping-only studies)."""
+    num_classes: int | None = None
+    """Classifier size passed to the model constructor (None: the model's own)."""
+    img_size: int | None = None
+    """Input height and width (None: the model's pretrained config)."""
+    data_dir: str | None = None
+    """Evaluation data (see :func:`cimconvert.data.create_dataset`); None: no accuracy."""
+    dataset: str = ""
+    """timm dataset name read from ``data_dir`` ('' for folders and built-ins)."""
+    split: str = "validation"
+    """Split of timm datasets and image folders."""
+    calib_dir: str | None = None
+    """Images of the calibration batch that measures per-layer error (default: the evaluation
+    data, else synthetic inputs)."""
+    calib_size: int = 16
+    """Images in the calibration batch."""
+    batch_size: int = 256
+    """Evaluation batch size."""
+    workers: int = 2
+    """Data loading processes (0: load in the main process)."""
+    limit: int | None = None
+    """Evaluate this many images, evenly spaced over the dataset (None: all)."""
+    device: str | None = None
+    """``cpu`` or ``cuda`` (None: cuda when available)."""
+    seed: int = 0
+    """Seed of the chip (programming noise, faults) and of synthetic inputs."""
+    trials: int = 1
+    """Converted evaluations, each on a freshly programmed chip (mean and std are reported)."""
+    out: str | None = None
+    """Output folder (None: ``runs/<model>-<policy>-<timestamp>``)."""
+    results_format: str = "json"
+    """``json`` or ``csv`` for the results file."""
+    save_model: bool = False
+    """Also save the converted model (``model.safetensors``, via :func:`cimconvert.save`)."""
+    progress: bool = True
+    """Show progress bars."""
+    times: tuple[float, ...] | str = ()
+    """Also measure the converted accuracy this many seconds after programming (drifting devices,
+    :func:`cimconvert.set_time`); a string is read by :func:`cimconvert.drift.parse_times`
+    (``"1s,1h,1d,1y"``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "times", tuple(
+            parse_times(self.times) if isinstance(self.times, str) else (float(t) for t in self.times)))
+        # batch_size, workers and limit are checked where they are used (create_loader)
+        for name in ("calib_size", "trials"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DataError(f"{name}={value!r} is invalid; allowed: an integer >= 1.")
+        if self.results_format not in RESULTS_FORMATS:
+            raise OutputError(f"Results format {self.results_format!r} is unknown; allowed: "
+                              f"{', '.join(RESULTS_FORMATS)}.")
+        if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise CimConvertError(f"Device {self.device!r} is unknown; allowed: cpu, cuda, cuda:N.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from a recipe mapping; unknown keys raise with close matches.
+
+        Raises:
+            CimConvertError: a key is unknown, required keys are missing, or the recipe holds a
+                ``sweep:`` grid (not supported yet).
+        """
+        if not isinstance(data, dict):
+            raise CimConvertError(f"A recipe must be a mapping of settings, got {type(data).__name__}.")
+        if "sweep" in data:
+            raise CimConvertError(
+                "Recipe key 'sweep' is not supported yet (sweep grids are planned); run one "
+                "configuration per recipe, or loop over `cimconvert MODEL --set ...` in a shell."
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                raise CimConvertError(
+                    f"Unknown recipe key {key!r}.{close_matches(str(key), names)} "
+                    f"Allowed keys: {', '.join(names)}."
+                )
+        missing = [n for n in ("model", "policy") if n not in data]
+        if missing:
+            raise CimConvertError(f"The recipe lacks {' and '.join(missing)}.")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Read a recipe file (see :meth:`from_dict`)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CimConvertError(f"Cannot read recipe {str(path)!r}: {exc}") from None
+        return cls.from_dict(data)
+
+
+@dataclass
+class JobResult:
+    """What :func:`run_job` produced."""
+
+    results: dict[str, Any]
+    """The contents of the results file."""
+    report: DeploymentReport
+    """The deployment report (also saved in ``out``)."""
+    out: Path
+    """The output folder."""
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["adc_bits=6", "dac_bits=null"]`` -> ``{"adc_bits": 6, "dac_bits": None}`` (YAML values).
+
+    Raises:
+        PolicyError: an item is not ``FIELD=VALUE`` or its value is not YAML.
+    """
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise PolicyError(f"--set expects FIELD=VALUE (e.g. adc_bits=6), got {item!r}.")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise PolicyError(f"--set {item!r}: {text!r} is not a value (number, true/false, "
+                              f"null, [list] or text).") from None
+    return overrides
+
+
+def build_policy_map(policy: str | dict[str, Any], overrides: dict[str, Any] | None = None, *,
+                     first_last_digital: bool = False) -> tuple[PolicyMap, str]:
+    """The policy map of a job and its short label (for folder names and results).
+
+    Args:
+        policy: a preset name, a ``.yaml`` policy-map file, or a ``PolicyMap.from_dict`` mapping.
+        overrides: fields changed in every policy of the map (validated by :class:`Policy`).
+        first_last_digital: keep the first and last eligible layers digital.
+
+    Raises:
+        PolicyError: unknown preset or field, invalid value, unreadable map file.
+    """
+    if isinstance(policy, dict):
+        policy_map, label = PolicyMap.from_dict(policy), "policy_map"
+    elif Path(policy).suffix in _POLICY_FILE_SUFFIXES:
+        policy_map, label = PolicyMap.from_yaml(policy), Path(policy).stem
+    else:
+        policy_map, label = PolicyMap(get_policy(policy)), policy
+    if first_last_digital:
+        policy_map.set_first_last_digital()
+    if overrides:
+        def changed(rule_policy: Policy | None) -> Policy | None:
+            return None if rule_policy is None else rule_policy.replace(**overrides)
+
+        policy_map.default = changed(policy_map.default)
+        for rules in (policy_map.op_types, policy_map.name_regexes, policy_map.names):
+            for key, rule_policy in rules.items():
+                rules[key] = changed(rule_policy)
+    return policy_map, label
+
+
+def _save_hook() -> Any:
+    """``cimconvert.save`` (the export module), checked before any work is done."""
+    import cimconvert
+
+    save = getattr(cimconvert, "save", None)
+    if save is None:
+        raise CimConvertError("--save-model needs cimconvert.save, which this installation lacks.")
+    return save
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CimConvertError(f"--device {name}: no CUDA device is available; use --device cpu.")
+    return torch.device(name)
+
+
+def _calibration_batch(config: RunConfig, dataset: Dataset | None, data_config: dict[str, Any],
+                       transform: Any) -> tuple[torch.Tensor, str]:
+    """The batch that measures per-layer error, and where it came from."""
+    if config.calib_dir is not None:
+        dataset, source = create_dataset(config.calib_dir, transform=transform), "calib_dir"
+    elif dataset is not None:
+        source = "data_dir"
+    else:
+        return synthetic_batch(data_config, config.calib_size, config.seed), "synthetic"
+    loader = create_loader(dataset, batch_size=config.calib_size, workers=0, limit=config.calib_size)
+    return next(iter(loader))[0], source
+
+
+def _round(value: float) -> float:
+    return round(value, 4)
+
+
+def _accuracy_results(float_metrics: dict[str, float], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """timm's keys for the float model, the converted means over trials, and the drops."""
+    top1, top1_std = summarize_trials(trials, "top1")
+    top5, top5_std = summarize_trials(trials, "top5")
+    return {
+        "top1": _round(float_metrics["top1"]),
+        "top1_err": _round(100.0 - float_metrics["top1"]),
+        "top5": _round(float_metrics["top5"]),
+        "top5_err": _round(100.0 - float_metrics["top5"]),
+        "converted_top1": _round(top1),
+        "converted_top1_err": _round(100.0 - top1),
+        "converted_top5": _round(top5),
+        "converted_top5_err": _round(100.0 - top5),
+        "top1_drop": _round(float_metrics["top1"] - top1),
+        "top5_drop": _round(float_metrics["top5"] - top5),
+        "converted_top1_mean": _round(top1),
+        "converted_top1_std": _round(top1_std),
+        "converted_top5_mean": _round(top5),
+        "converted_top5_std": _round(top5_std),
+        "trials": [{"trial": t["trial"], "top1": _round(t["top1"]), "top5": _round(t["top5"])}
+                   for t in trials],
+        "images": float_metrics["images"],
+    }
+
+
+def format_results(results: dict[str, Any], results_format: str) -> str:
+    """The results as JSON, or as a one-row CSV table (lists and mappings JSON-encoded)."""
+    if results_format == "json":
+        return json.dumps(results, indent=2) + "\n"
+    row = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in results.items()}
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    return text.getvalue()
+
+
+def default_out_dir(model: str, policy_label: str) -> Path:
+    """``runs/<model>-<policy>-<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{safe_model_name(model)}-{safe_model_name(policy_label)}-{stamp}"
+
+
+def run_job(config: RunConfig) -> JobResult:
+    """Create, convert, evaluate and report one model; write everything to ``config.out``.
+
+    The output folder holds the deployment report (``report.json``, ``layers.csv``,
+    ``report.md``, plots), ``results.json`` (or ``.csv``) and, with ``save_model``,
+    ``model.safetensors``. It appears only when the whole job succeeded.
+
+    Raises:
+        CimConvertError: any user error (model, policy, data, output), before heavy work where
+            it can be detected early.
+    """
+    started = time.perf_counter()
+    policy_map, policy_label = build_policy_map(
+        config.policy, config.overrides, first_last_digital=config.first_last_digital)
+    save = _save_hook() if config.save_model else None
+    device = _device(config.device)
+    out = Path(config.out) if config.out else default_out_dir(config.model, policy_label)
+    with staged_directory(out) as staging:
+        model = create_model(config.model, pretrained=config.pretrained, checkpoint=config.checkpoint,
+                             num_classes=config.num_classes).to(device)
+        data_config = resolve_data_config(model, img_size=config.img_size)
+        transform = create_eval_transform(data_config)
+        dataset = loader = None
+        if config.data_dir is not None:
+            dataset = create_dataset(config.data_dir, transform=transform, dataset=config.dataset,
+                                     split=config.split)
+            loader = create_loader(dataset, batch_size=config.batch_size, workers=config.workers,
+                                   limit=config.limit, pin_memory=device.type == "cuda")
+        calib, calibration = _calibration_batch(config, dataset, data_config, transform)
+        calib = calib.to(device)
+        converted = convert(model, policy_map, example_inputs=calib, seed=config.seed)
+        results: dict[str, Any] = {
+            "model": config.model,
+            "param_count": round(sum(p.numel() for p in model.parameters()) / 1e6, 4),
+            "img_size": data_config["input_size"][-1],
+            "crop_pct": data_config["crop_pct"],
+            "interpolation": data_config["interpolation"],
+            "policy": policy_label,
+            "weights": "checkpoint" if config.checkpoint else "pretrained" if config.pretrained else "random",
+            "checkpoint": config.checkpoint,
+            "data_dir": config.data_dir,
+            "calibration": calibration,
+            "seed": config.seed,
+            "device": str(device),
+        }
+        if loader is not None:
+            float_metrics = evaluate(model, loader, device=device, progress=config.progress, desc="float")
+            trials = evaluate_trials(converted, loader, trials=config.trials, seed=config.seed,
+                                     device=device, progress=config.progress)
+            results.update(_accuracy_results(float_metrics, trials))
+            if config.times:
+                results["accuracy_vs_time"] = [
+                    {key: _round(v) if isinstance(v, float) else v for key, v in row.items() if key != "trials"}
+                    for row in evaluate_over_time(converted, loader, config.times, trials=config.trials,
+                                                  seed=config.seed, device=device, progress=config.progress)
+                ]
+        report = build_report(converted, reference=model, inputs=calib, profile=config.profile)
+        report.save(staging)
+        results["profile"] = config.profile
+        results["policy_map"] = policy_map.to_dict()
+        results["seconds"] = round(time.perf_counter() - started, 2)
+        results_path = staging / f"results.{config.results_format}"
+        results_path.write_text(format_results(results, config.results_format), encoding="utf-8")
+        if save is not None:
+            save(converted, staging / "model.safetensors", source=_model_source(config))
+    return JobResult(results=results, report=report, out=out)
+
+
+def _model_source(config: RunConfig) -> dict[str, Any]:
+    """How :func:`cimconvert.load` rebuilds the float architecture of a saved model."""
+    kwargs = {"num_classes": config.num_classes} if config.num_classes is not None else {}
+    return {"model": config.model, "kwargs": kwargs}
+
