@@ -47,6 +47,8 @@ __all__ = [
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 """Upper bound on the per-chunk intermediate memory of one crossbar product (bytes)."""
+PROGRAM_CHUNK_CELLS = 1 << 22
+"""Cells programmed per step (bounds the memory of programming very large layers)."""
 
 
 @dataclass(frozen=True)
@@ -153,14 +155,22 @@ def program_weights(
     )
     tiled = _pad_rows(w, 1, geometry).view(g, geometry.tiles, geometry.rows, n)
     codes = quantize_codes(tiled, scale.unsqueeze(2), policy.weight_bits, True)
-    digits = to_digits(codes, layout)  # (P, G, T, R, N)
-    cells, coeffs = program_cells(digits, layout.levels, policy, generator)
-
-    def cell_layout(planes: torch.Tensor) -> torch.Tensor:
-        return planes.permute(1, 2, 3, 0, 4).reshape(g, geometry.tiles, geometry.rows, -1).contiguous()
-
-    return ProgrammedWeights(cell_layout(cells), scale.contiguous(), codes.sum(dim=2), geometry,
-                             None if coeffs is None else cell_layout(coeffs))
+    shape = (g, geometry.tiles, geometry.rows, layout.planes, n)
+    cells = torch.empty(shape, dtype=w.dtype, device=w.device)
+    coeffs: torch.Tensor | None = None
+    # a few million cells at a time: the digit planes of a 100M-weight layer would not fit at once
+    step = max(1, PROGRAM_CHUNK_CELLS // (g * geometry.padded * layout.planes))
+    for c0 in range(0, n, step):
+        digits = to_digits(codes[..., c0 : c0 + step], layout)  # (P, G, T, R, n_chunk)
+        chunk, chunk_coeffs = program_cells(digits, layout.levels, policy, generator)
+        cells[..., c0 : c0 + step] = chunk.permute(1, 2, 3, 0, 4)
+        if chunk_coeffs is not None:
+            if coeffs is None:
+                coeffs = torch.empty(shape, dtype=w.dtype, device=w.device)
+            coeffs[..., c0 : c0 + step] = chunk_coeffs.permute(1, 2, 3, 0, 4)
+    flat = (g, geometry.tiles, geometry.rows, -1)
+    return ProgrammedWeights(cells.view(flat), scale.contiguous(), codes.sum(dim=2), geometry,
+                             None if coeffs is None else coeffs.view(flat))
 
 
 def input_is_signed(x: torch.Tensor, policy: Policy) -> bool:

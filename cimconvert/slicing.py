@@ -79,7 +79,7 @@ def to_digits(codes: torch.Tensor, layout: SliceLayout) -> torch.Tensor:
     Returns a tensor of shape ``(layout.planes, *codes.shape)`` with the dtype of ``codes``,
     holding integers in ``[0, levels[p]]``.
     """
-    q = codes.to(torch.int64)
+    q = codes.to(torch.int32)  # operands have at most 16 bits
     bits = sum(layout.widths[: len(layout.widths) // (2 if layout.encoding == "differential" else 1)])
     if layout.encoding == "differential":
         parts = (q.clamp(min=0), (-q).clamp(min=0))
