@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["adc_shift_add", "adc_shift_add_eager", "COMPILE_MIN_ELEMENTS"]
 
-COMPILE_MIN_ELEMENTS = 1 << 23
+COMPILE_MIN_ELEMENTS = 1 << 20
 """Blocks with fewer partial sums than this run eagerly (compilation would not pay off)."""
 
 _compiled: Callable[..., torch.Tensor] | None = None

@@ -7,7 +7,6 @@ error (a traceback).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +21,9 @@ from .distributed import shutdown, world
 from .drift import parse_times
 from .finetune import OPTIMIZERS
 from .finetune_job import run_finetune
+from .recipes import load_recipe, run_recipe
 from .runner import RunConfig, parse_overrides, run_job
+from .sweep import SweepResult
 
 __all__ = ["main"]
 
@@ -34,7 +35,7 @@ accuracy, and write a per-layer deployment report.
   cimconvert policies [PATTERN]                list policy presets
   cimconvert models [PATTERN]                  list models (zoo, timm, torchvision)
   cimconvert report RUN_DIR                    print a saved deployment report
-  cimconvert run RECIPE.yaml                   run a job described in a file
+  cimconvert run RECIPE.yaml [--limit N ...]   run the job or sweep a recipe file describes
   cimconvert finetune MODEL --policy POLICY --data-dir DIR --epochs N
                                                hardware-aware fine-tuning, evaluate, save
 
@@ -125,29 +126,41 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _job(argv: Sequence[str]) -> int:
-    return _run(_run_config(_job_parser().parse_args(argv)))
-
-
-def _run(config: RunConfig) -> int:
-    job = run_job(config)
+    job = run_job(_run_config(_job_parser().parse_args(argv)))
     print(job.report)
     _print_summary(job.results, job.out)
     return 0
 
 
 def _recipe(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="cimconvert run",
-                                     description="Run the job a recipe file describes.")
-    parser.add_argument("recipe",
-                        help="YAML file whose keys are RunConfig fields (model, policy, data_dir, ...)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (overrides the recipe's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser = argparse.ArgumentParser(
+        prog="cimconvert run",
+        description="Run the job, or the sweep, a recipe file describes. Input paths inside the recipe "
+                    "are relative to its folder; paths given here are relative to the working directory.")
+    parser.add_argument("recipe", help="YAML file whose keys are RunConfig fields (model, policy, data_dir, "
+                                       "...) plus an optional sweep: {FIELD: [VALUES]} grid")
+    group = parser.add_argument_group("overrides of the recipe's settings")
+    group.add_argument("--data-dir", metavar="DIR", help="evaluation data")
+    group.add_argument("--checkpoint", metavar="FILE", help="local weights")
+    group.add_argument("--limit", type=int, metavar="N", help="evaluate N images, evenly spaced")
+    group.add_argument("--trials", type=int, metavar="N", help="converted evaluations on freshly programmed chips")
+    group.add_argument("-j", "--workers", type=int, help="data loading processes")
+    group.add_argument("--device", help="cpu or cuda")
+    group.add_argument("--out", metavar="DIR", help="output folder")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    config = RunConfig.from_yaml(args.recipe)
-    changes: dict[str, Any] = {"out": args.out} if args.out else {}
+    changes: dict[str, Any] = {key: getattr(args, key) for key in (
+        "data_dir", "checkpoint", "limit", "trials", "workers", "device", "out") if getattr(args, key) is not None}
     if args.quiet:
         changes["progress"] = False
-    return _run(dataclasses.replace(config, **changes))
+    result = run_recipe(load_recipe(args.recipe).replace(**changes))
+    if isinstance(result, SweepResult):
+        print(result.to_markdown())
+        print(f"wrote {result.out}")
+    else:
+        print(result.report)
+        _print_summary(result.results, result.out)
+    return 0
 
 
 def _policies(argv: Sequence[str]) -> int:

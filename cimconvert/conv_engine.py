@@ -113,8 +113,10 @@ def crossbar_conv2d(
     step_block = steps[a_in][:, a_w].contiguous() if steps is not None else None
     x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
     w_block = cells[:, :, :, a_w] if len(a_w) < w_lay.planes else cells
+    # per-channel (or per-tensor) weight scales are the same in every row tile: apply them once
+    tile_invariant = bool((w_scale == w_scale[:, :1]).all())
     for t in range(t_count):
-        scale_t = w_scale[:, t].view(1, g, n, 1)
+        scale_t = w_scale[:, (0 if tile_invariant else t)].view(1, g, n, 1)
         if a_in:
             weight, c0, c1 = _tile_kernel(w_block, t, k, rows, kernel)
             for s0 in range(0, b, batch_step):
@@ -127,9 +129,11 @@ def crossbar_conv2d(
                 else:
                     tile = adc_shift_add(part, step_block, pair_coeffs, levels)
                 tile = tile.view(bc, g, n, -1)
-                out[s0 : s0 + bc] += tile * scale_t
+                out[s0 : s0 + bc] += tile if tile_invariant else tile * scale_t
         for x_f, w_f in zip(fused_x, fused_w):
             weight, c0, c1 = _tile_kernel(w_f, t, k, rows, kernel)
             part = F.conv2d(_channels(x_f, g, c0, c1), weight, None, stride, 0, dilation, g)
-            out += part.reshape(b, g, n, -1) * scale_t
+            out += part.reshape(b, g, n, -1) if tile_invariant else part.reshape(b, g, n, -1) * scale_t
+    if tile_invariant:
+        out *= w_scale[:, 0].view(1, g, n, 1)
     return (out * x_scale).view(b, g * n, h_out, w_out)

@@ -45,7 +45,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
 ]
 
-DEFAULT_CHUNK_BYTES = 64 * 2**20
+DEFAULT_CHUNK_BYTES = 128 * 2**20
 """Upper bound on the per-chunk intermediate memory of one crossbar product (bytes)."""
 PROGRAM_CHUNK_CELLS = 1 << 22
 """Cells programmed per step (bounds the memory of programming very large layers)."""

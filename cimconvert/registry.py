@@ -176,6 +176,43 @@ def memintelli() -> Policy:
 
 
 @register_policy
+def memintelli_feb2025() -> Policy:
+    """Memintelli's Feb-2025 engine as set in its ResNet-18 and DeiT ImageNet examples.
+
+    The engine that produced Memintelli's README accuracy tables (HUST-ISMD-Odyssey/MemIntelli
+    commits ab5f2d4 ... 1806219; reference/simulators.md sections 1.0 and 6.1): HGS/LGS =
+    1e-4/1e-8 S, one log-normal ``var`` = 0.05 on every conductance at every forward and no
+    write variation, stuck cells or input-voltage noise; the examples' slices (1, 1, 2, 2) on
+    weights and inputs (INT, two's complement, signed inputs), rdac = 4 levels, g_level = 4,
+    radc = 2**10 (step full_scale / (radc - 1)), tiles (64, 1) / (1, 64).
+    Quantization blocks: the DeiT example's (64, 1) / (1, 64) equal the tiles and map exactly to
+    one weight scale per 64 x 1 tile and one input scale per row per tile; the ResNet-18 and VGG
+    examples' (256, 1) / (1, 256) blocks share one scale over four tiles, which no Policy field
+    expresses. With ``array_cols=1`` the deployment report counts 64 x 1 simulation tiles as
+    arrays. cimconvert clips ADC codes to the converter range (Memintelli does not).
+    """
+    return Policy(
+        name="memintelli_feb2025",
+        weight_slices=(1, 1, 2, 2),
+        input_slices=(1, 1, 2, 2),
+        weight_encoding="twos_complement",
+        mode="int",
+        weight_granularity="tile",
+        input_granularity="row",
+        input_signed="signed",
+        array_rows=64,
+        array_cols=1,
+        dac_bits=2,
+        adc_bits=10,
+        adc_range="worst_case",
+        adc_unit_step=False,
+        g_on=1e-4,
+        g_off=1e-8,
+        read_noise=0.05,
+    )
+
+
+@register_policy
 def neurosim() -> Policy:
     """DNN+NeuroSim V1.4 defaults: 1-bit cells, bit-serial 8-bit inputs, 5-bit ADC, 128x128.
 
@@ -204,6 +241,37 @@ def asim_sram() -> Policy:
         name="asim_sram", weight_slices=(1,) * 8, input_slices=(1,) * 8, adc_bits=8,
         weight_granularity="tensor", input_granularity="tensor", input_signed="auto",
         array_rows=255, array_cols=128, g_on=1.0, g_off=0.0,
+    )
+
+
+@register_policy
+def aihwkit_pcm() -> Policy:
+    """aihwkit-like PCM: one differential pair per weight, PCM noise and drift, global drift compensation.
+
+    IBM aihwkit 1.2's ``InferenceRPUConfig`` defaults (reference/simulators.md sections 2.1-2.5):
+    ``PCMLikeNoiseModel`` (Nandakumar et al., ICECS 2019; aihwkit ``inference/noise/pcm.py``) with
+    g_max = 25 uS and g_min = 0 (``SinglePairConductanceConverter``: a weight sits on G+ or G-, the
+    other device at g_min; Policy needs g_on > g_off, and g_off = 0 is allowed),
+    ``GlobalDriftCompensation``, 512x512 tiles (``max_input_size``/``max_output_size``), one weight
+    scale per tile (``k = g_max / max|W|``), a 7-bit signed DAC after per-input-vector abs-max noise
+    management (``inp_res = 1/126``), and a 9-bit ADC over +-12 (``out_res = 1/510``,
+    ``out_bound = 12``) in units of one full-scale weight times one full-scale input.
+
+    Mapping: weights on one 8-bit differential slice (127 conductance levels per device: aihwkit's
+    conductances are continuous), inputs one 7-bit signed slice scaled per row and tile (stored
+    offset-binary, digits 0..127, so a column's worst case is 512 x 127/63 = 1032 units). The ADC
+    step of aihwkit, 24/510 = 0.047 units, is that of a 14.4-bit converter over that worst case;
+    ``adc_bits=14`` (step 0.063 units) is the nearest.
+
+    Differences: aihwkit digitizes G+ - G- once and clips at +-12 with iterative bound management,
+    and adds output noise (``out_noise = 0.06``) on every MVM; cimconvert reads G+ and G- columns
+    separately, never clips them, and has no output noise.
+    """
+    return Policy(
+        name="aihwkit_pcm", weight_slices=(8,), input_slices=(7,), weight_encoding="differential",
+        weight_granularity="tile", input_granularity="row", input_signed="signed",
+        array_rows=512, array_cols=512, dac_bits=None, adc_bits=14, g_on=25e-6, g_off=0.0,
+        device="pcm", drift_compensation="global",
     )
 
 

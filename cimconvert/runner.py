@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import Dataset
 from timm.models import safe_model_name
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from .convert import convert
 from .data import (
@@ -39,11 +40,12 @@ from .policy_map import PolicyMap
 from .registry import get_policy
 from .report import DeploymentReport, build_report
 
-__all__ = ["RunConfig", "JobResult", "run_job", "build_policy_map", "parse_overrides", "format_results",
-           "default_out_dir"]
+__all__ = ["RunConfig", "JobResult", "PreparedJob", "Measurement", "run_job", "prepare_job", "measure_policy",
+           "job_header", "build_policy_map", "parse_overrides", "format_results", "default_out_dir"]
 
 RESULTS_FORMATS = ("json", "csv")
-_POLICY_FILE_SUFFIXES = (".yaml", ".yml")
+POLICY_FILE_SUFFIXES = (".yaml", ".yml")
+"""A ``policy`` string with one of these suffixes names a policy-map file, not a preset."""
 
 
 @dataclass(frozen=True)
@@ -123,39 +125,25 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """A config from a recipe mapping; unknown keys raise with close matches.
+        """A config from a recipe mapping (without its ``sweep`` grid, see
+        :func:`cimconvert.recipes.load_recipe`); unknown keys raise with close matches.
 
         Raises:
-            CimConvertError: a key is unknown, required keys are missing, or the recipe holds a
-                ``sweep:`` grid (not supported yet).
+            CimConvertError: a key is unknown or required keys are missing.
         """
         if not isinstance(data, dict):
             raise CimConvertError(f"A recipe must be a mapping of settings, got {type(data).__name__}.")
-        if "sweep" in data:
-            raise CimConvertError(
-                "Recipe key 'sweep' is not supported yet (sweep grids are planned); run one "
-                "configuration per recipe, or loop over `cimconvert MODEL --set ...` in a shell."
-            )
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in names:
                 raise CimConvertError(
                     f"Unknown recipe key {key!r}.{close_matches(str(key), names)} "
-                    f"Allowed keys: {', '.join(names)}."
+                    f"Allowed keys: {', '.join(names)}, sweep."
                 )
         missing = [n for n in ("model", "policy") if n not in data]
         if missing:
             raise CimConvertError(f"The recipe lacks {' and '.join(missing)}.")
         return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> RunConfig:
-        """Read a recipe file (see :meth:`from_dict`)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CimConvertError(f"Cannot read recipe {str(path)!r}: {exc}") from None
-        return cls.from_dict(data)
 
 
 @dataclass
@@ -203,7 +191,7 @@ def build_policy_map(policy: str | dict[str, Any], overrides: dict[str, Any] | N
     """
     if isinstance(policy, dict):
         policy_map, label = PolicyMap.from_dict(policy), "policy_map"
-    elif Path(policy).suffix in _POLICY_FILE_SUFFIXES:
+    elif Path(policy).suffix in POLICY_FILE_SUFFIXES:
         policy_map, label = PolicyMap.from_yaml(policy), Path(policy).stem
     else:
         policy_map, label = PolicyMap(get_policy(policy)), policy
@@ -298,6 +286,98 @@ def default_out_dir(model: str, policy_label: str) -> Path:
     return Path("runs") / f"{safe_model_name(model)}-{safe_model_name(policy_label)}-{stamp}"
 
 
+@dataclass
+class PreparedJob:
+    """What every policy evaluated in one job shares: the float model, its data and accuracy."""
+
+    model: nn.Module
+    """The float model, in eval mode, on ``device``."""
+    device: torch.device
+    """Where the model and the batches go."""
+    data_config: dict[str, Any]
+    """The model's preprocessing (timm data config)."""
+    loader: DataLoader | None
+    """The evaluation batches (None: no ``data_dir``, no accuracy)."""
+    calib: torch.Tensor
+    """The batch that measures per-layer error and serves as the conversion example."""
+    calibration: str
+    """Where ``calib`` came from: ``"calib_dir"``, ``"data_dir"`` or ``"synthetic"``."""
+    float_metrics: dict[str, float] | None
+    """Top-1/top-5 of the float model on ``loader`` (None without data)."""
+
+
+@dataclass
+class Measurement:
+    """One policy map evaluated on a :class:`PreparedJob`."""
+
+    converted: nn.Module
+    """The converted model."""
+    report: DeploymentReport
+    """Its deployment report."""
+    results: dict[str, Any]
+    """Accuracy keys (see :func:`run_job`; empty without data) and ``accuracy_vs_time``."""
+
+
+def prepare_job(config: RunConfig, device: torch.device) -> PreparedJob:
+    """Create the float model, its data and calibration batch, and measure its float accuracy.
+
+    Raises:
+        CimConvertError: unknown model, unusable checkpoint or data.
+    """
+    model = create_model(config.model, pretrained=config.pretrained, checkpoint=config.checkpoint,
+                         num_classes=config.num_classes).to(device)
+    data_config = resolve_data_config(model, img_size=config.img_size)
+    transform = create_eval_transform(data_config)
+    dataset = loader = None
+    if config.data_dir is not None:
+        dataset = create_dataset(config.data_dir, transform=transform, dataset=config.dataset,
+                                 split=config.split)
+        loader = create_loader(dataset, batch_size=config.batch_size, workers=config.workers,
+                               limit=config.limit, pin_memory=device.type == "cuda")
+    calib, calibration = _calibration_batch(config, dataset, data_config, transform)
+    float_metrics = None if loader is None else evaluate(
+        model, loader, device=device, progress=config.progress, desc="float")
+    return PreparedJob(model=model, device=device, data_config=data_config, loader=loader,
+                       calib=calib.to(device), calibration=calibration, float_metrics=float_metrics)
+
+
+def measure_policy(config: RunConfig, job: PreparedJob, policy_map: PolicyMap) -> Measurement:
+    """Convert ``job.model`` with ``policy_map``, evaluate ``config.trials`` chips (and every time
+    of ``config.times``) and build the deployment report."""
+    converted = convert(job.model, policy_map, example_inputs=job.calib, seed=config.seed)
+    results: dict[str, Any] = {}
+    if job.loader is not None and job.float_metrics is not None:
+        trials = evaluate_trials(converted, job.loader, trials=config.trials, seed=config.seed,
+                                 device=job.device, progress=config.progress)
+        results.update(_accuracy_results(job.float_metrics, trials))
+        if config.times:
+            results["accuracy_vs_time"] = [
+                {key: _round(v) if isinstance(v, float) else v for key, v in row.items() if key != "trials"}
+                for row in evaluate_over_time(converted, job.loader, config.times, trials=config.trials,
+                                              seed=config.seed, device=job.device, progress=config.progress)
+            ]
+    report = build_report(converted, reference=job.model, inputs=job.calib, profile=config.profile)
+    return Measurement(converted=converted, report=report, results=results)
+
+
+def job_header(config: RunConfig, job: PreparedJob, policy_label: str) -> dict[str, Any]:
+    """The leading keys of a results file: model, preprocessing, policy, weights, data, seed."""
+    return {
+        "model": config.model,
+        "param_count": round(sum(p.numel() for p in job.model.parameters()) / 1e6, 4),
+        "img_size": job.data_config["input_size"][-1],
+        "crop_pct": job.data_config["crop_pct"],
+        "interpolation": job.data_config["interpolation"],
+        "policy": policy_label,
+        "weights": "checkpoint" if config.checkpoint else "pretrained" if config.pretrained else "random",
+        "checkpoint": config.checkpoint,
+        "data_dir": config.data_dir,
+        "calibration": job.calibration,
+        "seed": config.seed,
+        "device": str(job.device),
+    }
+
+
 def run_job(config: RunConfig) -> JobResult:
     """Create, convert, evaluate and report one model; write everything to ``config.out``.
 
@@ -316,54 +396,18 @@ def run_job(config: RunConfig) -> JobResult:
     device = _device(config.device)
     out = Path(config.out) if config.out else default_out_dir(config.model, policy_label)
     with staged_directory(out) as staging:
-        model = create_model(config.model, pretrained=config.pretrained, checkpoint=config.checkpoint,
-                             num_classes=config.num_classes).to(device)
-        data_config = resolve_data_config(model, img_size=config.img_size)
-        transform = create_eval_transform(data_config)
-        dataset = loader = None
-        if config.data_dir is not None:
-            dataset = create_dataset(config.data_dir, transform=transform, dataset=config.dataset,
-                                     split=config.split)
-            loader = create_loader(dataset, batch_size=config.batch_size, workers=config.workers,
-                                   limit=config.limit, pin_memory=device.type == "cuda")
-        calib, calibration = _calibration_batch(config, dataset, data_config, transform)
-        calib = calib.to(device)
-        converted = convert(model, policy_map, example_inputs=calib, seed=config.seed)
-        results: dict[str, Any] = {
-            "model": config.model,
-            "param_count": round(sum(p.numel() for p in model.parameters()) / 1e6, 4),
-            "img_size": data_config["input_size"][-1],
-            "crop_pct": data_config["crop_pct"],
-            "interpolation": data_config["interpolation"],
-            "policy": policy_label,
-            "weights": "checkpoint" if config.checkpoint else "pretrained" if config.pretrained else "random",
-            "checkpoint": config.checkpoint,
-            "data_dir": config.data_dir,
-            "calibration": calibration,
-            "seed": config.seed,
-            "device": str(device),
-        }
-        if loader is not None:
-            float_metrics = evaluate(model, loader, device=device, progress=config.progress, desc="float")
-            trials = evaluate_trials(converted, loader, trials=config.trials, seed=config.seed,
-                                     device=device, progress=config.progress)
-            results.update(_accuracy_results(float_metrics, trials))
-            if config.times:
-                results["accuracy_vs_time"] = [
-                    {key: _round(v) if isinstance(v, float) else v for key, v in row.items() if key != "trials"}
-                    for row in evaluate_over_time(converted, loader, config.times, trials=config.trials,
-                                                  seed=config.seed, device=device, progress=config.progress)
-                ]
-        report = build_report(converted, reference=model, inputs=calib, profile=config.profile)
-        report.save(staging)
+        job = prepare_job(config, device)
+        measured = measure_policy(config, job, policy_map)
+        results = {**job_header(config, job, policy_label), **measured.results}
+        measured.report.save(staging)
         results["profile"] = config.profile
         results["policy_map"] = policy_map.to_dict()
         results["seconds"] = round(time.perf_counter() - started, 2)
         results_path = staging / f"results.{config.results_format}"
         results_path.write_text(format_results(results, config.results_format), encoding="utf-8")
         if save is not None:
-            save(converted, staging / "model.safetensors", source=_model_source(config))
-    return JobResult(results=results, report=report, out=out)
+            save(measured.converted, staging / "model.safetensors", source=_model_source(config))
+    return JobResult(results=results, report=measured.report, out=out)
 
 
 def _model_source(config: RunConfig) -> dict[str, Any]:
