@@ -6,8 +6,10 @@ machine load) and their ratio. Memory, two ratios against float32: the forward's
 (peak resident-memory growth during a forward after one warm-up forward, sampled every
 millisecond from /proc; tensors this large are mapped and unmapped per allocation, so the growth
 is the forward's own peak) and
-the model state (parameters + buffers: the converted model holds the float weights for
-straight-through training plus one programmed cell value per weight slice).
+the process's peak resident memory (a fresh subprocess per model, batch and policy that builds
+the model, converts it in place and runs one forward: ``ru_maxrss``, so torch's own ~0.3-0.5 GB
+are in both), and the model state (parameters + buffers: the converted model holds the float
+weights for straight-through training plus one programmed cell value per weight slice).
 
     python benchmarks/run.py                      # the README table (resnet18 b1/b8, deit_tiny b8)
     python benchmarks/run.py --models resnet18 --batches 8 --policies ideal slc2mlc3
@@ -22,7 +24,10 @@ import copy
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -102,6 +107,24 @@ def build(name: str) -> torch.nn.Module:
     return timm.create_model(name, pretrained=False).eval()
 
 
+def process_peak_mb(model_name: str, batch: int, policy_name: str | None) -> float:
+    """Peak resident memory (MiB) of a fresh process running one forward (float if no policy)."""
+    cmd = [sys.executable, __file__, "--peak-of", model_name, str(batch), policy_name or "float"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _print_own_peak(model_name: str, batch: int, policy_name: str) -> None:
+    torch.manual_seed(0)
+    model = build(model_name)
+    if policy_name != "float":
+        model = cimconvert.convert(model, POLICIES[policy_name](), seed=0, inplace=True)
+    x = torch.randn(batch, 3, MODELS[model_name][1], MODELS[model_name][1])
+    with torch.inference_mode():
+        model(x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def run(models_batches: list[tuple[str, int]], policies: list[str], repeats: int) -> list[dict]:
     """Measure every (model, batch) x policy; returns one row per pair."""
     rows = []
@@ -112,6 +135,7 @@ def run(models_batches: list[tuple[str, int]], policies: list[str], repeats: int
         with torch.inference_mode():
             model(x)
             work_float = peak_growth(lambda: model(x))
+        peak_float = process_peak_mb(model_name, batch, None)
         for policy_name in policies:
             converted = cimconvert.convert(copy.deepcopy(model), POLICIES[policy_name](), seed=0).eval()
             with torch.inference_mode():
@@ -123,8 +147,10 @@ def run(models_batches: list[tuple[str, int]], policies: list[str], repeats: int
                 "model": model_name, "batch": batch, "policy": policy_name,
                 "float_s": round(t_float, 4), "converted_s": round(t_conv, 4),
                 "time_ratio": round(t_conv / t_float, 2),
-                "work_mem_ratio": round(work_conv / max(work_float, 1), 2),
                 "float_work_mb": round(work_float / 2**20, 1), "converted_work_mb": round(work_conv / 2**20, 1),
+                "float_peak_mb": round(peak_float, 1),
+                "converted_peak_mb": round(peak_conv := process_peak_mb(model_name, batch, policy_name), 1),
+                "peak_ratio": round(peak_conv / peak_float, 2),
                 "state_ratio": round(tensor_bytes(converted) / tensor_bytes(model), 2),
             })
             print(tabulate([rows[-1]], headers="keys"), flush=True)
@@ -140,7 +166,11 @@ def main() -> None:
     parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench.json")
+    parser.add_argument("--peak-of", nargs=3, metavar=("MODEL", "BATCH", "POLICY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_of:
+        _print_own_peak(args.peak_of[0], int(args.peak_of[1]), args.peak_of[2])
+        return
     runs = DEFAULT_RUNS
     if args.models:
         runs = [(m, b) for m in args.models for b in (args.batches or [8])]

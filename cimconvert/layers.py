@@ -134,6 +134,7 @@ class CrossbarLayer(nn.Module):
         """Set what the forward reads: the cells at the current time through resistive wires,
         and the drift-compensated weight scales (the programmed state itself for stable cells on
         ideal wires)."""
+        self._kernel_cache: dict = {}  # per-tile convolution kernels of the current read state
         device = get_device(self.policy.device)
         if not device.time_dependent and self.policy.ir_drop_wire_ohm <= 0:
             self.cells_now = self.scale_now = None
@@ -275,6 +276,7 @@ class CrossbarLayer(nn.Module):
             buf = self._buffers.get(name)
             if buf is not None and buf.dtype not in _STATE_DTYPES:
                 self._buffers[name] = buf.float()
+        self._kernel_cache = {}  # cached kernels live on the old device / dtype
         return self
 
     def crossbar_extra_repr(self) -> str:
@@ -389,7 +391,7 @@ class _CrossbarConvNd(CrossbarLayer):
             y = crossbar_conv2d(
                 x.detach(), self._programmed(), self.policy, kernel, stride, dilation, signed=signed,
                 generator=self._read_generator(x.device), adc_full_scale=self.adc_full_scale,
-                chunk_bytes=self.chunk_bytes,
+                chunk_bytes=self.chunk_bytes, kernel_cache=self._kernel_cache,
             ).to(x.dtype)
         else:
             y = self._im2col_conv(x, signed)
