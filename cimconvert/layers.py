@@ -350,6 +350,19 @@ class _CrossbarConvNd(CrossbarLayer):
     _float_class: type[nn.Module]
     _spatial_dims: int
 
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", policy: Policy | str = "ideal", seed: int = 0,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        template = self._float_class(in_channels, out_channels, kernel_size, stride=stride,
+                                     padding=padding, dilation=dilation, groups=groups, bias=bias,
+                                     padding_mode=padding_mode, device=device, dtype=dtype)
+        for attr in _CONV_ATTRS:
+            setattr(self, attr, getattr(template, attr))
+        self.weight, self.bias = template.weight, template.bias
+        self._init_crossbar(policy, seed)
+
     def weight_matrix(self) -> torch.Tensor:
         g = self.groups
         n_g = self.out_channels // g
@@ -461,28 +474,11 @@ class _CrossbarConvNd(CrossbarLayer):
                 f"{self.crossbar_extra_repr()}")
 
 
-def _conv_init(layer: _CrossbarConvNd, policy: Policy | str, seed: int, **kwargs: Any) -> None:
-    template = layer._float_class(**kwargs)
-    for attr in _CONV_ATTRS:
-        setattr(layer, attr, getattr(template, attr))
-    layer.weight, layer.bias = template.weight, template.bias
-    layer._init_crossbar(policy, seed)
-
-
 class CrossbarConv2d(_CrossbarConvNd):
     """``nn.Conv2d`` on crossbars (any stride, padding, dilation, groups, padding mode)."""
 
     _float_class = nn.Conv2d
     _spatial_dims = 2
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", policy: Policy | str = "ideal", seed: int = 0,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        _conv_init(self, policy, seed, in_channels=in_channels, out_channels=out_channels,
-                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                   groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
 
 
 class CrossbarConv1d(_CrossbarConvNd):
@@ -490,15 +486,6 @@ class CrossbarConv1d(_CrossbarConvNd):
 
     _float_class = nn.Conv1d
     _spatial_dims = 1
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", policy: Policy | str = "ideal", seed: int = 0,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        _conv_init(self, policy, seed, in_channels=in_channels, out_channels=out_channels,
-                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                   groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
 
 
 CROSSBAR_CLASSES: dict[type[nn.Module], type[CrossbarLayer]] = {
