@@ -61,7 +61,7 @@ def adc_shift_add(
         levels: largest ADC code, ``2**bits - 1``.
     """
     global _compiled, _compile_failed
-    if partial.numel() < COMPILE_MIN_ELEMENTS or not _compile_enabled():
+    if partial.numel() < COMPILE_MIN_ELEMENTS or not _compile_enabled() or torch.jit.is_tracing():
         return adc_shift_add_eager(partial, steps, coeffs, levels)
     try:
         if _compiled is None:

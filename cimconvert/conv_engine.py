@@ -24,6 +24,7 @@ from .crossbar import (
     _input_planes,
     _read_weights,
     adc_steps,
+    input_absmax,
     input_layout,
     pair_plan,
     weight_layout,
@@ -90,7 +91,7 @@ def crossbar_conv2d(
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x = x.to(dtype).contiguous()  # channels-last inputs would give channels-last partial sums
     in_lay, w_lay = input_layout(policy, signed), weight_layout(policy)
-    absmax = (x.abs() if signed else x.clamp(min=0)).amax().view(1)
+    absmax = input_absmax(x, signed).view(1)
     x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
     digits = _input_planes(quantize_codes(x, x_scale, policy.input_bits, signed), in_lay, policy, generator)
     cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)  # (G, T, R, P, N)

@@ -35,6 +35,7 @@ __all__ = [
     "program_weights",
     "input_is_signed",
     "quantize_input",
+    "input_absmax",
     "adc_steps",
     "fused_conv_eligible",
     "quantize_tensor",
@@ -180,15 +181,25 @@ def input_is_signed(x: torch.Tensor, policy: Policy) -> bool:
     return policy.input_signed == "signed"
 
 
+def input_absmax(x: torch.Tensor, signed: bool) -> torch.Tensor:
+    """Largest magnitude of ``x`` a code must hold (negative values clip to 0 when unsigned)."""
+    return (x.abs() if signed else x.clamp(min=0)).amax()
+
+
 def quantize_input(
-    x: torch.Tensor, policy: Policy, geometry: TileGeometry, signed: bool
+    x: torch.Tensor, policy: Policy, geometry: TileGeometry, signed: bool,
+    tensor_absmax: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes ``(G, M, T, R)`` and scales ``(G|1, M|1, T|1)`` of inputs ``x`` of shape ``(G, M, K)``."""
+    """Codes ``(G, M, T, R)`` and scales ``(G|1, M|1, T|1)`` of inputs ``x`` of shape ``(G, M, K)``.
+
+    ``tensor_absmax`` is the maximum of the layer's own input for the "tensor" granularity (a
+    convolution's patches may skip pixels of it); by default it is taken over ``x``.
+    """
     g, m, _ = x.shape
     tiled = _pad_rows(x, 2, geometry).view(g, m, geometry.tiles, geometry.rows)
     a = tiled.abs() if signed else tiled.clamp(min=0)
     if policy.input_granularity == "tensor":
-        absmax = a.amax().view(1, 1, 1)
+        absmax = (a.amax() if tensor_absmax is None else tensor_absmax.to(a)).view(1, 1, 1)
     elif policy.input_granularity == "row":
         absmax = a.amax(dim=3)
     else:
@@ -217,7 +228,7 @@ def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
 
 def quantize_tensor(x: torch.Tensor, policy: Policy, signed: bool) -> torch.Tensor:
     """Per-tensor input quantization in real units, ``codes * scale`` (the fused paths' input)."""
-    absmax = (x.abs() if signed else x.clamp(min=0)).amax().view(1)
+    absmax = input_absmax(x, signed).view(1)
     scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
     return quantize_codes(x, scale, policy.input_bits, signed).mul_(scale)
 
@@ -390,6 +401,7 @@ def crossbar_matmul(
     *,
     generator: torch.Generator | None = None,
     signed: bool | None = None,
+    tensor_absmax: torch.Tensor | None = None,
     adc_full_scale: torch.Tensor | None = None,
     observed_max: torch.Tensor | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -404,6 +416,8 @@ def crossbar_matmul(
         generator: source of read and DAC noise (drawn only when their sigma is non-zero).
         signed: input signedness if already known (else decided from ``x``, see
             :func:`input_is_signed`).
+        tensor_absmax: the layer input's maximum for per-tensor input scales (see
+            :func:`quantize_input`).
         adc_full_scale: calibrated ADC full scale per plane pair ``(S, P)``, count units.
         observed_max: if given, an ``(S, P)`` tensor updated in place with the largest column
             count seen per plane pair (ADC calibration); the ADC is bypassed while observing.
@@ -420,7 +434,7 @@ def crossbar_matmul(
     signed = input_is_signed(x, policy) if signed is None else signed
     in_lay = input_layout(policy, signed)
     w_lay = weight_layout(policy)
-    codes, x_scale = quantize_input(x, policy, geometry, signed)
+    codes, x_scale = quantize_input(x, policy, geometry, signed, tensor_absmax)
     g, t, r = programmed.groups, geometry.tiles, geometry.rows
     n, p_planes = programmed.columns, w_lay.planes
     steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, codes)

@@ -21,6 +21,7 @@ from .crossbar import (
     crossbar_matmul,
     effective_weight,
     fused_conv_eligible,
+    input_absmax,
     input_is_signed,
     program_weights,
     quantize_input,
@@ -185,21 +186,27 @@ class CrossbarLayer(nn.Module):
     def _needs_grad(self, x: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
 
-    def crossbar_forward(self, x: torch.Tensor, signed: bool | None = None) -> torch.Tensor:
-        """Crossbar product of input matrices ``(G, M, K)`` -> ``(G, M, N)``, in ``x``'s dtype."""
+    def crossbar_forward(
+        self, x: torch.Tensor, signed: bool | None = None, tensor_absmax: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Crossbar product of input matrices ``(G, M, K)`` -> ``(G, M, N)``, in ``x``'s dtype.
+
+        ``tensor_absmax``: the layer input's maximum when ``x`` holds patches of it.
+        """
         y = crossbar_matmul(
             x.detach(),
             self._programmed(),
             self.policy,
             generator=self._read_generator(x.device),
             signed=signed,
+            tensor_absmax=tensor_absmax,
             adc_full_scale=self.adc_full_scale,
             observed_max=self.adc_observed_max if self.calibrating else None,
             chunk_bytes=self.chunk_bytes,
             fuse=self.fuse,
         ).to(x.dtype)
         if self._needs_grad(x):
-            y_ste = torch.bmm(self._fake_quant_input(x), self._fake_quant_weight().to(x.dtype))
+            y_ste = torch.bmm(self._fake_quant_input(x, tensor_absmax), self._fake_quant_weight().to(x.dtype))
             y = y_ste + (y - y_ste).detach()
         return y
 
@@ -212,10 +219,10 @@ class CrossbarLayer(nn.Module):
         wq = torch.round(wq / self.weight_scale.unsqueeze(2).to(w)) * self.weight_scale.unsqueeze(2).to(w)
         return w + (wq.view(g, t * r, n)[:, :k] - w).detach()
 
-    def _fake_quant_input(self, x: torch.Tensor) -> torch.Tensor:
+    def _fake_quant_input(self, x: torch.Tensor, tensor_absmax: torch.Tensor | None = None) -> torch.Tensor:
         """Quantized input with identity gradient (straight-through)."""
         signed = input_is_signed(x.detach(), self.policy)
-        codes, scale = quantize_input(x.detach().float(), self.policy, self.geometry, signed)
+        codes, scale = quantize_input(x.detach().float(), self.policy, self.geometry, signed, tensor_absmax)
         g, m, k = x.shape
         xq = (codes * scale.unsqueeze(-1)).view(g, m, -1)[:, :, :k].to(x.dtype)
         return x + (xq - x).detach()
@@ -438,7 +445,7 @@ class _CrossbarConvNd(CrossbarLayer):
         cols = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (B, C*k, L)
         g = self.groups
         mat = cols.view(b, g, -1, h_out * w_out).permute(1, 0, 3, 2).reshape(g, b * h_out * w_out, -1)
-        y = self.crossbar_forward(mat, signed)  # (G, B*L, N_g)
+        y = self.crossbar_forward(mat, signed, input_absmax(x.detach(), signed))  # (G, B*L, N_g)
         return y.view(g, b, h_out * w_out, -1).permute(1, 0, 3, 2).reshape(b, self.out_channels, h_out, w_out)
 
     @classmethod

@@ -13,7 +13,11 @@ forward (one source of truth for the numerics) on a deep copy prepared for traci
   ``read_noise=True`` they are drawn by ONNX ``RandomNormal`` ops, statistically like the engine
   but not bit-identical to any PyTorch draw.
 
-The graph is specialised to the shapes of ``example_inputs`` (tiling and im2col are static).
+The graph is specialised to the shapes of ``example_inputs`` (tiling and im2col are static). Its
+size grows with the row tiles: a ResNet-18 under a lossy ADC unrolls into about 10^5 nodes and
+takes minutes to export. onnxruntime reproduces the engine to float32 rounding; a lossy ADC can
+turn the rounding differences of onnxruntime's own kernels for the digital ops (attention,
+softmax) into different ADC codes, so compare transformers layer by layer.
 """
 
 from __future__ import annotations
@@ -93,6 +97,9 @@ def _traceable_copy(converted: nn.Module, read_noise: bool) -> nn.Module:
         if isinstance(layer, CrossbarLayer):
             layer.__class__ = _with_mixin(_Traceable, type(layer))
             layer.chunk_bytes = sys.maxsize  # one chunk: no partial-slice updates in the graph
+            # kernels cached by earlier forwards would enter the graph as constants: the graph
+            # computes them from the cells instead
+            layer._kernel_cache = {}
             if not read_noise:
                 layer.policy = layer.policy.replace(read_noise=0.0, input_noise=0.0)
     model.__class__ = _with_mixin(_InputsOnly, type(model))
@@ -169,6 +176,8 @@ def export_onnx(
                     dynamo=False, do_constant_folding=False,  # keep the programmed cells as initializers
                 )
         except torch.onnx.errors.OnnxExporterError as exc:
-            raise TraceError(f"Cannot export {type(converted).__name__} to ONNX opset {opset}: {exc}") from exc
+            raise TraceError(
+                f"Cannot export {type(converted).__name__} to ONNX opset {opset}: {exc}"
+            ) from exc
         onnx.checker.check_model(str(staging / path.name))
     return path

@@ -42,7 +42,7 @@ def block_scale(
     safe = torch.where(absmax > 0, absmax, torch.full_like(absmax, 2.0**emin))
     exponent = torch.floor(torch.log2(safe)).clamp(emin, emax)
     headroom = bits - 2 if signed else bits - 1
-    return torch.exp2(exponent - headroom)
+    return torch.pow(2.0, exponent - headroom)  # exact for integer exponents; exports to ONNX Pow
 
 
 def quantize_codes(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:

@@ -37,6 +37,7 @@ from .convert import convert
 from .errors import DataError, FormatError, ModelError, OutputError
 from .io_utils import staged_directory
 from .layers import CrossbarLayer
+from .models import create_model
 from .policy import Policy
 from .policy_map import PolicyMap
 
@@ -176,9 +177,8 @@ def _source_model(source: Any, path: Path) -> nn.Module:
             f"{str(path)!r} does not record which model it was converted from (source={source!r}); "
             f"pass the float architecture: cimconvert.load(path, model=...)."
         )
-    from .models import create_model  # the model zoo is heavy: imported only when needed
-
-    return create_model(source["model"], **{**source.get("kwargs", {}), "pretrained": False, "checkpoint": None})
+    kwargs = {**source.get("kwargs", {}), "pretrained": False, "checkpoint": None}  # weights: the file's
+    return create_model(source["model"], **kwargs)
 
 
 def _rebuild(model: nn.Module, layers: dict[str, dict[str, Any]]) -> nn.Module:

@@ -40,6 +40,15 @@ def test_conv_fast_paths_equal_reference(name, groups):
 
 
 @pytest.mark.parametrize("name", list(CASES))
+def test_strided_pointwise_conv_scales_by_the_whole_input(name):
+    """A 1x1 stride-2 conv skips pixels: every path takes the input scale over the whole input."""
+    conv = nn.Conv2d(8, 6, 1, stride=2).double()
+    x = torch.randn(2, 8, 7, 7, dtype=torch.float64)
+    fast, slow = _pair(CrossbarConv2d, conv, CASES[name], x)
+    assert torch.allclose(fast, slow, rtol=1e-10, atol=1e-10 * slow.abs().max().item())
+
+
+@pytest.mark.parametrize("name", list(CASES))
 def test_linear_fast_paths_equal_reference(name):
     lin = nn.Linear(150, 40).double()
     x = torch.randn(2, 9, 150, dtype=torch.float64)
