@@ -411,7 +411,8 @@ class _CrossbarConvNd(CrossbarLayer):
             y = crossbar_conv2d(
                 x.detach(), self._programmed(), self.policy, kernel, stride, dilation, signed=signed,
                 generator=self._read_generator(x.device), adc_full_scale=self.adc_full_scale,
-                chunk_bytes=self.chunk_bytes, kernel_cache=self._kernel_cache,
+                chunk_bytes=self.chunk_bytes,
+                kernel_cache=None if torch.jit.is_tracing() else self._kernel_cache,
             ).to(x.dtype)
         else:
             y = self._im2col_conv(x, signed)
@@ -431,8 +432,13 @@ class _CrossbarConvNd(CrossbarLayer):
         """Ideal-converter path: one convolution of the quantized input with the read weight."""
         kernel, stride, dilation = self._conv_params()
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        w = effective_weight(self._programmed(), self.policy, self._read_generator(x.device), dtype)
-        w = w[:, : self.geometry.k].transpose(1, 2).reshape(self.out_channels, -1, *kernel)
+        key = ("fused", dtype)
+        w = self._kernel_cache.get(key)
+        if w is None:
+            w = effective_weight(self._programmed(), self.policy, self._read_generator(x.device), dtype)
+            w = w[:, : self.geometry.k].transpose(1, 2).reshape(self.out_channels, -1, *kernel)
+            if self.policy.read_noise <= 0 and not torch.jit.is_tracing():  # same read every time
+                self._kernel_cache[key] = w
         x_q = quantize_tensor(x.detach().to(dtype), self.policy, signed)
         return F.conv2d(x_q, w, None, stride, 0, dilation, self.groups).to(x.dtype)
 
