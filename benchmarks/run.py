@@ -7,8 +7,8 @@ machine load) and their ratio. Memory, two ratios against float32: the forward's
 millisecond from /proc; tensors this large are mapped and unmapped per allocation, so the growth
 is the forward's own peak) and
 the process's peak resident memory (a fresh subprocess per model, batch and policy that builds
-the model, converts it in place and runs one forward: ``ru_maxrss``, so torch's own ~0.3-0.5 GB
-are in both), and the model state (parameters + buffers: the converted model holds the float
+the model, converts it in place and runs one forward: its ``VmHWM``, so torch's own ~0.3-0.5 GB
+and the conversion are in it), and the model state (parameters + buffers: the converted model holds the float
 weights for straight-through training plus one programmed cell value per weight slice).
 
     python benchmarks/run.py                      # the README table (resnet18 b1/b8, deit_tiny b8)
@@ -24,7 +24,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -122,7 +121,10 @@ def _print_own_peak(model_name: str, batch: int, policy_name: str) -> None:
     x = torch.randn(batch, 3, MODELS[model_name][1], MODELS[model_name][1])
     with torch.inference_mode():
         model(x)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across exec)
+    with open("/proc/self/status") as f:
+        peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(peak_kb / 1024)
 
 
 def run(models_batches: list[tuple[str, int]], policies: list[str], repeats: int) -> list[dict]:

@@ -25,10 +25,12 @@ from .onnx_export import export_onnx
 from .policy import Policy
 from .policy_map import PolicyMap
 from .profiles import HardwareProfile, get_profile, list_profiles
+from .recipes import Recipe, load_recipe, run_recipe
 from .registry import get_policy, is_policy, list_policies, register_policy
 from .report import DeploymentReport, build_report
 from .runner import RunConfig, run_job
 from .serialization import load, save
+from .sweep import SweepResult, run_sweep
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,11 @@ __all__ = [
     "evaluate_trials",
     "RunConfig",
     "run_job",
+    "Recipe",
+    "load_recipe",
+    "run_recipe",
+    "run_sweep",
+    "SweepResult",
     "crossbar_layers",
     "digital_ops",
     "conversion_info",

@@ -143,17 +143,21 @@ def _recipe(argv: Sequence[str]) -> int:
     group.add_argument("--data-dir", metavar="DIR", help="evaluation data")
     group.add_argument("--checkpoint", metavar="FILE", help="local weights")
     group.add_argument("--limit", type=int, metavar="N", help="evaluate N images, evenly spaced")
-    group.add_argument("--trials", type=int, metavar="N", help="converted evaluations on freshly programmed chips")
+    group.add_argument("--trials", type=int, metavar="N",
+                       help="converted evaluations on freshly programmed chips")
     group.add_argument("-j", "--workers", type=int, help="data loading processes")
     group.add_argument("--device", help="cpu or cuda")
     group.add_argument("--out", metavar="DIR", help="output folder")
+    group.add_argument("--sweep", action="append", default=[], metavar="FIELD=LIST",
+                       help="replace the recipe's sweep grid, e.g. --sweep 'adc_bits=[4, 10]' (repeatable)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    changes: dict[str, Any] = {key: getattr(args, key) for key in (
-        "data_dir", "checkpoint", "limit", "trials", "workers", "device", "out") if getattr(args, key) is not None}
+    keys = ("data_dir", "checkpoint", "limit", "trials", "workers", "device", "out")
+    changes: dict[str, Any] = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.quiet:
         changes["progress"] = False
-    result = run_recipe(load_recipe(args.recipe).replace(**changes))
+    sweep = parse_overrides(args.sweep, "--sweep") if args.sweep else None
+    result = run_recipe(load_recipe(args.recipe).replace(sweep, **changes))
     if isinstance(result, SweepResult):
         print(result.to_markdown())
         print(f"wrote {result.out}")

@@ -45,9 +45,12 @@ class Recipe:
     sweep: dict[str, tuple[Any, ...]]
     """Policy field -> values; empty for a single run."""
 
-    def replace(self, **changes: Any) -> Recipe:
-        """The recipe with :class:`RunConfig` fields changed (command-line overrides)."""
-        return Recipe(config=dataclasses.replace(self.config, **changes), sweep=self.sweep)
+    def replace(self, sweep: dict[str, Any] | None = None, **changes: Any) -> Recipe:
+        """The recipe with :class:`RunConfig` fields changed (command-line overrides) and, when
+        ``sweep`` is given, that grid instead of its own (validated by
+        :func:`cimconvert.sweep.check_sweep`)."""
+        return Recipe(config=dataclasses.replace(self.config, **changes),
+                      sweep=self.sweep if sweep is None else check_sweep(sweep))
 
 
 def _resolve(value: Any, base: Path) -> Any:

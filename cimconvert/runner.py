@@ -22,7 +22,7 @@ from timm.models import safe_model_name
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .convert import convert
+from .convert import convert, crossbar_layers
 from .data import (
     create_dataset,
     create_eval_transform,
@@ -52,7 +52,8 @@ POLICY_FILE_SUFFIXES = (".yaml", ".yml")
 class RunConfig:
     """Everything one job needs; the command line and recipe files both fill it.
 
-    Recipe files (``cimconvert run RECIPE.yaml``) use these field names as keys.
+    Recipe files (``cimconvert run RECIPE.yaml``) use these field names as keys, plus an optional
+    ``sweep`` grid (:mod:`cimconvert.recipes`, :mod:`cimconvert.sweep`).
     """
 
     model: str
@@ -80,8 +81,8 @@ class RunConfig:
     split: str = "validation"
     """Split of timm datasets and image folders."""
     calib_dir: str | None = None
-    """Images of the calibration batch that measures per-layer error (default: the evaluation
-    data, else synthetic inputs)."""
+    """Images of the calibration batch that measures per-layer error and sets calibrated ADC
+    ranges (default: the evaluation data, else synthetic inputs)."""
     calib_size: int = 16
     """Images in the calibration batch."""
     batch_size: int = 256
@@ -158,8 +159,12 @@ class JobResult:
     """The output folder."""
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     """``["adc_bits=6", "dac_bits=null"]`` -> ``{"adc_bits": 6, "dac_bits": None}`` (YAML values).
+
+    Args:
+        items: ``FIELD=VALUE`` strings.
+        option: the command-line option they came from, named in error messages.
 
     Raises:
         PolicyError: an item is not ``FIELD=VALUE`` or its value is not YAML.
@@ -168,11 +173,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise PolicyError(f"--set expects FIELD=VALUE (e.g. adc_bits=6), got {item!r}.")
+            raise PolicyError(f"{option} expects FIELD=VALUE (e.g. adc_bits=6), got {item!r}.")
         try:
             overrides[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise PolicyError(f"--set {item!r}: {text!r} is not a value (number, true/false, "
+            raise PolicyError(f"{option} {item!r}: {text!r} is not a value (number, true/false, "
                               f"null, [list] or text).") from None
     return overrides
 
@@ -341,10 +346,29 @@ def prepare_job(config: RunConfig, device: torch.device) -> PreparedJob:
                        calib=calib.to(device), calibration=calibration, float_metrics=float_metrics)
 
 
+@torch.no_grad()
+def _calibrate_adcs(converted: nn.Module, calib: torch.Tensor) -> None:
+    """Set the ADC full scale of the layers whose policy has ``adc_range="calibrated"`` to the
+    largest column count each plane pair sees on the calibration batch (reprogramming keeps it)."""
+    layers = [layer for layer in crossbar_layers(converted).values()
+              if layer.policy.adc_range == "calibrated"]
+    if not layers:
+        return
+    for layer in layers:
+        layer.start_calibration()
+    try:
+        converted(calib)
+    finally:
+        for layer in layers:
+            layer.finish_calibration()
+
+
 def measure_policy(config: RunConfig, job: PreparedJob, policy_map: PolicyMap) -> Measurement:
-    """Convert ``job.model`` with ``policy_map``, evaluate ``config.trials`` chips (and every time
-    of ``config.times``) and build the deployment report."""
+    """Convert ``job.model`` with ``policy_map``, calibrate the ADC ranges that ask for it on
+    ``job.calib``, evaluate ``config.trials`` chips (and every time of ``config.times``) and build
+    the deployment report."""
     converted = convert(job.model, policy_map, example_inputs=job.calib, seed=config.seed)
+    _calibrate_adcs(converted, job.calib)
     results: dict[str, Any] = {}
     if job.loader is not None and job.float_metrics is not None:
         trials = evaluate_trials(converted, job.loader, trials=config.trials, seed=config.seed,

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
 from tabulate import tabulate
 from tqdm import tqdm
 
@@ -47,9 +46,9 @@ from .runner import (
 
 __all__ = ["SweepResult", "check_sweep", "expand_grid", "run_sweep", "plot_sweep", "SWEEP_COLUMNS"]
 
-SWEEP_COLUMNS = ("top1", "converted_top1_mean", "converted_top1_std", "top1_drop", "converted_top5_mean",
-                 "converted_top5_std", "trials", "images", "energy_nj", "latency_us", "area_mm2",
-                 "tops_per_w")
+_ACCURACY_COLUMNS = ("top1", "converted_top1_mean", "converted_top1_std", "top1_drop", "converted_top5_mean",
+                     "converted_top5_std")
+SWEEP_COLUMNS = (*_ACCURACY_COLUMNS, "trials", "images", "energy_nj", "latency_us", "area_mm2", "tops_per_w")
 """Columns of a sweep table after the point index and the swept fields (accuracy in percent,
 energy per image in nJ, latency per image in us, area in mm2; accuracy columns are empty without
 data)."""
@@ -144,10 +143,10 @@ def _point_maps(config: RunConfig, grid: list[dict[str, Any]]) -> list[PolicyMap
     return maps
 
 
-def _row(index: int, point: dict[str, Any], results: dict[str, Any], totals: dict[str, Any]) -> dict[str, Any]:
+def _row(index: int, point: dict[str, Any], results: dict[str, Any],
+         totals: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"point": index, **point}
-    for key in ("top1", "converted_top1_mean", "converted_top1_std", "top1_drop", "converted_top5_mean",
-                "converted_top5_std", "images"):
+    for key in (*_ACCURACY_COLUMNS, "images"):
         row[key] = results.get(key)
     row["trials"] = len(results["trials"]) if "trials" in results else None
     row["energy_nj"] = round(totals["energy_pj"] / 1e3, 4)
@@ -180,10 +179,11 @@ def run_sweep(config: RunConfig, sweep: Mapping[str, Sequence[Any]]) -> SweepRes
         job = prepare_job(config, device)
         header = job_header(config, job, policy_label)
         rows = []
+        digits = max(2, len(str(len(grid) - 1)))  # folder names sort in grid order
         points = tqdm(list(zip(grid, maps)), desc="sweep", disable=not config.progress, leave=False)
         for index, (point, policy_map) in enumerate(points):
             measured = measure_policy(config, job, policy_map)
-            point_dir = staging / "points" / f"{index:02d}"
+            point_dir = staging / "points" / f"{index:0{digits}d}"
             measured.report.save(point_dir)
             results = {**header, "point": point, **measured.results, "profile": config.profile,
                        "policy_map": policy_map.to_dict()}
@@ -196,7 +196,8 @@ def run_sweep(config: RunConfig, sweep: Mapping[str, Sequence[Any]]) -> SweepRes
         plot_sweep(rows, fields, staging / "sweep.png", title=f"{config.model}, {policy_label}",
                    reference=None if job.float_metrics is None else job.float_metrics["top1"])
         summary = {**header, "sweep": {f: list(v) for f, v in grid_spec.items()}, "trials": config.trials,
-                   "profile": config.profile, "rows": rows, "seconds": round(time.perf_counter() - started, 2)}
+                   "profile": config.profile, "rows": rows,
+                   "seconds": round(time.perf_counter() - started, 2)}
         (staging / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -216,6 +217,8 @@ def plot_sweep(rows: Sequence[dict[str, Any]], fields: Sequence[str], path: Path
         title: the plot title.
         reference: the float model's top-1 (a dashed line), if measured.
     """
+    from matplotlib.figure import Figure  # matplotlib loads only when a plot is drawn
+
     first, others = fields[0], tuple(fields[1:])
     accuracy = all(row.get("converted_top1_mean") is not None for row in rows)
     metric, spread = ("converted_top1_mean", "converted_top1_std") if accuracy else ("energy_nj", None)

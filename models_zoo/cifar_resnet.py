@@ -14,9 +14,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from torch import nn
 
+from ._pretrained import build_cifar_model, cifar_cfg
 from ._registry import register_zoo_model
 
 __all__ = ["CifarResNet", "BasicBlock"]
@@ -85,29 +86,12 @@ class CifarResNet(nn.Module):
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _checkpoint_filter(state_dict: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
-    # imported here: cimconvert imports this zoo to register it
-    from cimconvert.models import match_state_dict
-
-    return match_state_dict(state_dict, model)
-
-
 def _cfg(file_name: str, top1: float) -> dict[str, Any]:
-    return {
-        "url": _CHECKPOINT_URL.format(file_name),
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1",
-        "classifier": "linear",
-        "license": "bsd-2-clause",
-        "origin_url": "https://github.com/akamaster/pytorch_resnet_cifar10",
-        "notes": (f"published CIFAR-10 test top-1 {top1} %",),
-    }
+    return cifar_cfg(_CHECKPOINT_URL.format(file_name), num_classes=10, mean=IMAGENET_DEFAULT_MEAN,
+                     std=IMAGENET_DEFAULT_STD, first_conv="conv1", classifier="linear",
+                     license="bsd-2-clause",
+                     origin_url="https://github.com/akamaster/pytorch_resnet_cifar10",
+                     note=f"published CIFAR-10 test top-1 {top1} %")
 
 
 # file names carry the sha256 prefix of each checkpoint (torch.hub's check_hash convention)
@@ -121,9 +105,7 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(variant: str, depth: int, pretrained: bool, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(
-        CifarResNet, variant, pretrained, pretrained_filter_fn=_checkpoint_filter, depth=depth, **kwargs
-    )
+    return build_cifar_model(CifarResNet, variant, pretrained, depth=depth, **kwargs)
 
 
 @register_zoo_model

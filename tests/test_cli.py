@@ -131,7 +131,8 @@ def test_console_script_lists_models():
         pytest.skip("the cimconvert console script is not installed in this environment")
     done = subprocess.run([str(script), "models", "cifar10_*"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [w for n in (20, 32, 44, 56, 110) for w in (f"cifar10_resnet{n}", "zoo")]
+    assert done.stdout.split() == [w for n in [f"resnet{d}" for d in (20, 32, 44, 56, 110)] +
+                                   [f"vgg{d}_bn" for d in (11, 13, 16, 19)] for w in (f"cifar10_{n}", "zoo")]
 
 
 @needs_cifar
@@ -204,8 +205,6 @@ def test_overrides_change_every_policy_of_the_map(tmp_path):
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"model": "digits_cnn", "policy": "ideal", "sweep": {"adc_bits": [4, 6]}},
-     "'sweep' is not supported yet"),
     ({"model": "digits_cnn", "policy": "ideal", "data": "builtin:digits"}, "Unknown recipe key 'data'"),
     ({"model": "digits_cnn"}, "lacks policy"),
     ({"model": "digits_cnn", "policy": "ideal", "trials": 0}, "trials=0 is invalid"),

@@ -21,7 +21,9 @@ RESNET20 = SHARED_DATA / "cifar10_resnet" / "resnet20-12fca82f.th"
 
 def test_zoo_models_are_in_timms_registry_with_their_preprocessing():
     assert list_zoo_models() == ["cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44",
-                                 "cifar10_resnet56", "cifar10_resnet110", "digits_cnn"]
+                                 "cifar10_resnet56", "cifar10_resnet110",
+                                 *(f"cifar{c}_vgg{d}_bn" for c in (10, 100) for d in (11, 13, 16, 19)),
+                                 "digits_cnn"]
     digits = timm.create_model("digits_cnn")
     assert digits.pretrained_cfg["input_size"] == (1, 8, 8)
     assert digits.pretrained_cfg["mean"] == (0.305,) and digits.pretrained_cfg["std"] == (0.376,)
