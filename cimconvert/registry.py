@@ -191,24 +191,9 @@ def memintelli_feb2025() -> Policy:
     expresses. With ``array_cols=1`` the deployment report counts 64 x 1 simulation tiles as
     arrays. cimconvert clips ADC codes to the converter range (Memintelli does not).
     """
-    return Policy(
-        name="memintelli_feb2025",
-        weight_slices=(1, 1, 2, 2),
-        input_slices=(1, 1, 2, 2),
-        weight_encoding="twos_complement",
-        mode="int",
-        weight_granularity="tile",
-        input_granularity="row",
-        input_signed="signed",
-        array_rows=64,
-        array_cols=1,
-        dac_bits=2,
-        adc_bits=10,
-        adc_range="worst_case",
-        adc_unit_step=False,
-        g_on=1e-4,
-        g_off=1e-8,
-        read_noise=0.05,
+    return memintelli().replace(
+        name="memintelli_feb2025", array_rows=64, array_cols=1, dac_bits=2, g_on=1e-4, g_off=1e-8,
+        program_noise=0.0, read_noise=0.05, input_noise=0.0, stuck_on_rate=0.0,
     )
 
 
