@@ -7,11 +7,16 @@ holds rows ``[t*R, t*R + R)`` of the unfolded ``(channel, ky, kx)`` index; its w
 kernel restricted to those rows (zeros elsewhere) on the channels the tile touches, and one
 convolution per tile computes every (input plane x weight plane) partial sum of the ADC block at
 once (input planes stacked on the batch, weight planes on the output channels).
+
+Noise-free integer operands that fit 8 bits run on exact int8 kernels (:mod:`.int_kernels`):
+the ideal-converter convolution as one int8 convolution of input codes and weight codes, and the
+tiled convolution's partial sums of digit planes and cell digits.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +29,18 @@ from .crossbar import (
     _input_planes,
     _read_weights,
     adc_steps,
+    effective_weight,
     input_absmax,
     input_layout,
     pair_plan,
     weight_layout,
 )
+from .int_kernels import int8_conv2d, int8_enabled, input_zero_point, pack_conv, to_uint8, weights_fit
 from .policy import Policy
-from .quantize import block_scale, quantize_codes
+from .slicing import SliceLayout, to_digits
+from .quantize import block_scale, code_range, quantize_codes
 
-__all__ = ["tiled_conv_eligible", "crossbar_conv2d"]
+__all__ = ["tiled_conv_eligible", "crossbar_conv2d", "int8_fused_conv2d"]
 
 
 def tiled_conv_eligible(policy: Policy, signed: bool) -> bool:
@@ -43,6 +51,98 @@ def tiled_conv_eligible(policy: Policy, signed: bool) -> bool:
         and input_layout(policy, signed).offset == 0
         and weight_layout(policy).offset == 0
     )
+
+
+def _tile_invariant(scale: torch.Tensor) -> bool:
+    """Whether the ``(G, T, N)`` weight scales are the same in every row tile (per channel/tensor)."""
+    return bool((scale == scale[:, :1]).all())
+
+
+def int8_fused_conv2d(
+    x: torch.Tensor,
+    programmed: ProgrammedWeights,
+    policy: Policy,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    *,
+    signed: bool,
+    kernel_cache: dict,
+) -> torch.Tensor | None:
+    """The ideal-converter convolution (:func:`~.crossbar.fused_conv_eligible`) of the padded
+    float32 input ``x`` as one exact int8 convolution of its codes with the weight codes, rescaled.
+
+    Returns float32 ``(B, G * N, H_out, W_out)``, or None when it does not apply: cells that do not
+    read their ideal digits, codes wider than 8 bits, weight scales that differ between row
+    tiles, or no int8 kernel on this device. ``kernel_cache`` keeps the packed weight.
+    """
+    zero_point = input_zero_point(*code_range(policy.input_bits, signed))
+    if (
+        x.dtype != torch.float32
+        or zero_point is None
+        or not policy.cells_exact
+        or not weights_fit(*code_range(policy.weight_bits, True))
+        or not _tile_invariant(programmed.scale)
+        or not int8_enabled(x.device)
+    ):
+        return None
+    conv = kernel_cache.get("int8_fused")
+    if conv is None:
+        g, n = programmed.groups, programmed.columns
+        codes = effective_weight(programmed, policy, dtype=torch.float32, rescale=False)
+        weight = codes[:, : programmed.geometry.k].transpose(1, 2).reshape(g * n, -1, *kernel)
+        conv = pack_conv(weight, programmed.scale[:, 0].reshape(-1), stride, dilation, g, tuple(x.shape))
+        kernel_cache["int8_fused"] = conv
+    absmax = input_absmax(x, signed).view(1)
+    x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
+    codes = quantize_codes(x, x_scale, policy.input_bits, signed)
+    return int8_conv2d(codes, zero_point, conv, x_scale.item())
+
+
+def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float, float]:
+    """Smallest and largest ``sum_i coeffs[i] * d_i`` over digits ``0 <= d_i <= levels[i]``."""
+    terms = [c * m for c, m in zip(coeffs, levels)]
+    return sum(min(0.0, v) for v in terms), sum(max(0.0, v) for v in terms)
+
+
+def _int8_zero_points(
+    x: torch.Tensor, policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
+) -> tuple[int, ...] | None:
+    """Input zero points of the ADC block and of each fused product when all run on int8 kernels
+    (float32, exact cells and DAC, every operand within 8 bits); None otherwise."""
+    exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
+    if x.dtype != torch.float32 or not (policy.cells_exact and exact_dac) or not int8_enabled(x.device):
+        return None
+    products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
+    zero_points = []
+    for ins, ws, block in products:
+        in_coeffs = [1.0] * len(ins) if block else [in_lay.coeffs[i] for i in ins]
+        w_coeffs = [1.0] * len(ws) if block else [w_lay.coeffs[p] for p in ws]
+        zp = input_zero_point(*_combo_range(in_coeffs, [in_lay.levels[i] for i in ins]))
+        if zp is None or not weights_fit(*_combo_range(w_coeffs, [w_lay.levels[p] for p in ws])):
+            return None
+        zero_points.append(zp)
+    return tuple(zero_points)
+
+
+def _combine(digits: torch.Tensor, planes: Sequence[int], coeffs: Sequence[float], dtype: torch.dtype
+             ) -> torch.Tensor:
+    """``sum_s coeffs[s] * digits[s]`` over ``planes``, in ``dtype`` (one plane converted at a time)."""
+    total = torch.zeros(digits.shape[1:], dtype=dtype, device=digits.device)
+    for s in planes:
+        total.add_(digits[s].to(dtype), alpha=coeffs[s])
+    return total
+
+
+def _output_blocks(batch: int, rows: int, row_bytes: int, chunk_bytes: int) -> list[tuple[slice, slice]]:
+    """(images, output rows) blocks whose partial sums (``row_bytes`` per image row) fit in
+    ``chunk_bytes``: whole images when one fits, else bands of rows of one image."""
+    per_image = row_bytes * rows
+    if per_image <= chunk_bytes:
+        step = chunk_bytes // per_image
+        return [(slice(s0, s0 + step), slice(0, rows)) for s0 in range(0, batch, step)]
+    band = max(1, chunk_bytes // row_bytes)
+    return [(slice(i, i + 1), slice(r0, min(rows, r0 + band))) for i in range(batch) for r0 in range(0, rows, band)]
 
 
 def _tile_kernel(
@@ -86,14 +186,21 @@ def crossbar_conv2d(
     ``kernel_cache`` (a dict owned by the layer, emptied when it is reprogrammed) keeps the
     per-tile kernels between forwards when the cells are read without noise.
 
-    Returns ``(B, G * N, H_out, W_out)`` in float64 for float64 ``x``, else float32.
+    Returns ``(B, G * N, H_out, W_out)`` (channels-last memory) in float64 for float64 ``x``, else
+    float32.
     """
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x = x.to(dtype).contiguous()  # channels-last inputs would give channels-last partial sums
+    x = x.to(dtype).contiguous()
     in_lay, w_lay = input_layout(policy, signed), weight_layout(policy)
     absmax = input_absmax(x, signed).view(1)
     x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
-    digits = _input_planes(quantize_codes(x, x_scale, policy.input_bits, signed), in_lay, policy, generator)
+    codes = quantize_codes(x, x_scale, policy.input_bits, signed)
+    exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
+    if exact_dac and max(in_lay.levels) <= 255:  # small integers: a byte per digit
+        digits = to_digits(codes, in_lay, torch.uint8)
+    else:
+        digits = _input_planes(codes, in_lay, policy, generator)
+    del codes
     cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)  # (G, T, R, P, N)
     g, t_count, rows, _, n = cells.shape
     steps = adc_steps(policy, in_lay, w_lay, adc_full_scale, cells)
@@ -103,50 +210,67 @@ def crossbar_conv2d(
     w_c = torch.tensor(w_lay.coeffs, dtype=dtype, device=x.device)
     a_in, a_w = list(plan.adc_inputs), list(plan.adc_weights)
     pair_coeffs = torch.outer(in_c[a_in], w_c[a_w])
-    fused_x = [torch.einsum("sbchw,s->bchw", digits[list(i)], in_c[list(i)]) for i, _ in plan.fused]
+    fused_x = [_combine(digits, ins, in_lay.coeffs, dtype) for ins, _ in plan.fused]
     fused_w = [torch.einsum("gtrpn,p->gtrn", cells[:, :, :, list(p)], w_c[list(p)]).unsqueeze(3)
                for _, p in plan.fused]
+    x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
+    w_block = cells[:, :, :, a_w] if len(a_w) < w_lay.planes else cells
+    zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
+    if zero_points is not None:  # exact small integers: int8 kernels, operands converted once
+        fused_x = [to_uint8(x_f, zp) for x_f, zp in zip(fused_x, zero_points[1:])]
     cache = kernel_cache if kernel_cache is not None and policy.read_noise <= 0 else {}
-    key = (dtype, tuple(a_w), plan.fused)
+    key = (dtype, tuple(a_w), plan.fused, zero_points is not None)
+    k = programmed.geometry.k
 
-    def tile_kernel(which: int, planes: torch.Tensor, t: int) -> tuple[torch.Tensor, int, int]:
-        if (key, which, t) not in cache:
-            cache[(key, which, t)] = _tile_kernel(planes, t, k, rows, kernel)
-        return cache[(key, which, t)]
+    def tile_conv(which: int, planes: torch.Tensor, t: int, x_all: torch.Tensor) -> torch.Tensor:
+        """Convolution of row tile ``t``'s channels of ``x_all`` ``(..., C, H, W)`` with its kernel."""
+        entry = cache.get((key, which, t))
+        if entry is None:
+            weight, c0, c1 = _tile_kernel(planes, t, k, rows, kernel)
+            if zero_points is not None:
+                x_shape = (x_all.shape[:-3].numel(), g * (c1 - c0), *x_all.shape[-2:])
+                weight = pack_conv(weight, torch.ones(weight.shape[0]), stride, dilation, g, x_shape)
+            entry = cache[(key, which, t)] = weight, c0, c1
+        weight, c0, c1 = entry
+        xs = _channels(x_all, g, c0, c1).flatten(0, -4)
+        if zero_points is None:
+            xs = xs.to(dtype).contiguous(memory_format=torch.channels_last)
+            part = F.conv2d(xs, weight, None, stride, 0, dilation, g)
+        else:
+            part = int8_conv2d(xs, zero_points[which + 1], weight, 1.0)
+        # channels last: the (input plane, image, pixel) rows of the ADC block are contiguous
+        return part.contiguous(memory_format=torch.channels_last)
 
     b = x.shape[0]
     h_out = (x.shape[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     w_out = (x.shape[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    per_image = 8 * max(1, len(a_in) * len(a_w)) * g * n * h_out * w_out
-    batch_step = max(1, chunk_bytes // per_image)
-    k = programmed.geometry.k
+    blocks = _output_blocks(b, h_out, 8 * max(1, len(a_in) * len(a_w)) * g * n * w_out, chunk_bytes)
     w_scale = programmed.scale.to(dtype)  # (G, T, N)
-    out = torch.zeros(b, g, n, h_out * w_out, dtype=dtype, device=x.device)
+    out = torch.zeros(b, g * n, h_out, w_out, dtype=dtype, device=x.device).contiguous(
+        memory_format=torch.channels_last)
     levels = float((1 << policy.adc_bits) - 1) if policy.adc_bits is not None else 0.0
     step_block = steps[a_in][:, a_w].contiguous() if steps is not None else None
-    x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
-    w_block = cells[:, :, :, a_w] if len(a_w) < w_lay.planes else cells
     # per-channel (or per-tensor) weight scales are the same in every row tile: apply them once
-    tile_invariant = bool((w_scale == w_scale[:, :1]).all())
+    tile_invariant = _tile_invariant(w_scale)
     for t in range(t_count):
-        scale_t = w_scale[:, (0 if tile_invariant else t)].view(1, g, n, 1)
+        scale_t = w_scale[:, (0 if tile_invariant else t)].reshape(1, g * n, 1, 1)
         if a_in:
-            weight, c0, c1 = tile_kernel(-1, w_block, t)
-            for s0 in range(0, b, batch_step):
-                xb = _channels(x_block[:, s0 : s0 + batch_step], g, c0, c1)
-                bc = xb.shape[1]
-                part = F.conv2d(xb.flatten(0, 1), weight, None, stride, 0, dilation, g)
-                part = part.reshape(1, len(a_in), bc * g, len(a_w), -1)
+            for images, out_rows in blocks:
+                in_rows = slice(out_rows.start * stride[0],
+                                (out_rows.stop - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1)
+                part = tile_conv(-1, w_block, t, x_block[:, images, :, in_rows])
+                bc, h_c = part.shape[0] // len(a_in), part.shape[2]
+                # memory order (plane, image, y, x, group, weight plane, column)
+                part = part.permute(0, 2, 3, 1).reshape(1, len(a_in), bc * h_c * w_out * g, len(a_w), n)
                 if steps is None:
                     tile = torch.einsum("asbpc,sp->abc", part, pair_coeffs)
                 else:
                     tile = adc_shift_add(part, step_block, pair_coeffs, levels)
-                tile = tile.view(bc, g, n, -1)
-                out[s0 : s0 + bc] += tile if tile_invariant else tile * scale_t
+                tile = tile.view(bc, h_c, w_out, g * n).permute(0, 3, 1, 2)
+                out[images, :, out_rows] += tile if tile_invariant else tile * scale_t
         for j, (x_f, w_f) in enumerate(zip(fused_x, fused_w)):
-            weight, c0, c1 = tile_kernel(j, w_f, t)
-            part = F.conv2d(_channels(x_f, g, c0, c1), weight, None, stride, 0, dilation, g)
-            out += part.reshape(b, g, n, -1) if tile_invariant else part.reshape(b, g, n, -1) * scale_t
+            part = tile_conv(j, w_f, t, x_f)
+            out += part if tile_invariant else part * scale_t
     if tile_invariant:
-        out *= w_scale[:, 0].view(1, g, n, 1)
-    return (out * x_scale).view(b, g * n, h_out, w_out)
+        out *= w_scale[:, 0].reshape(1, g * n, 1, 1)
+    return out.mul_(x_scale)

@@ -32,6 +32,7 @@ __all__ = [
     "tile_geometry",
     "weight_layout",
     "input_layout",
+    "cell_dtype",
     "program_weights",
     "input_is_signed",
     "quantize_input",
@@ -46,9 +47,9 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
 ]
 
-DEFAULT_CHUNK_BYTES = 128 * 2**20
+DEFAULT_CHUNK_BYTES = 64 * 2**20
 """Upper bound on the per-chunk intermediate memory of one crossbar product (bytes)."""
-PROGRAM_CHUNK_CELLS = 1 << 22
+PROGRAM_CHUNK_CELLS = 1 << 20
 """Cells programmed per step (bounds the memory of programming very large layers)."""
 
 
@@ -97,7 +98,8 @@ class ProgrammedWeights:
     """
 
     cells: torch.Tensor
-    """``(G, T, R, P * N)`` programmed cell values in count units (see :mod:`.devices`)."""
+    """``(G, T, R, P * N)`` programmed cell values in count units (see :mod:`.devices`); ``uint8``
+    digits for exact cells (:func:`cell_dtype`)."""
     scale: torch.Tensor
     """``(G, T, N)`` weight scale of every column of every row tile."""
     code_colsum: torch.Tensor
@@ -140,12 +142,21 @@ def _weight_absmax(w: torch.Tensor, policy: Policy, geometry: TileGeometry) -> t
     return a.amax(dim=(2, 4)).repeat_interleave(cols, dim=2)[:, :, :n]
 
 
+def cell_dtype(policy: Policy, dtype: torch.dtype) -> torch.dtype:
+    """Storage dtype of programmed cells for weights in ``dtype``: one byte per cell when every
+    cell holds its ideal digit (a quarter of float32; readers convert), else ``dtype``."""
+    if policy.cells_exact and dtype != torch.float64 and max(weight_layout(policy).levels) <= 255:
+        return torch.uint8
+    return dtype
+
+
 def program_weights(
     w: torch.Tensor, policy: Policy, generator: torch.Generator | None = None
 ) -> ProgrammedWeights:
     """Quantize, slice and program ``w`` of shape ``(G, K, N)``; draw programming noise and faults.
 
-    The result is in the dtype of ``w`` (float64 stays float64 for exact comparisons).
+    The result is in the dtype of ``w`` (float64 stays float64 for exact comparisons); cells in
+    :func:`cell_dtype`.
     """
     g, k, n = w.shape
     geometry = tile_geometry(k, policy.array_rows)
@@ -157,7 +168,7 @@ def program_weights(
     tiled = _pad_rows(w, 1, geometry).view(g, geometry.tiles, geometry.rows, n)
     codes = quantize_codes(tiled, scale.unsqueeze(2), policy.weight_bits, True)
     shape = (g, geometry.tiles, geometry.rows, layout.planes, n)
-    cells = torch.empty(shape, dtype=w.dtype, device=w.device)
+    cells = torch.empty(shape, dtype=cell_dtype(policy, w.dtype), device=w.device)
     coeffs: torch.Tensor | None = None
     # a few million cells at a time: the digit planes of a 100M-weight layer would not fit at once
     step = max(1, PROGRAM_CHUNK_CELLS // (g * geometry.padded * layout.planes))
@@ -338,12 +349,14 @@ def effective_weight(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     with_offset: bool = True,
+    rescale: bool = True,
 ) -> torch.Tensor:
     """Weight seen by one read through ideal converters, ``(G, T * R, N)``, rescaled to real units.
 
     ``(sum_p coeffs[p] * cell_p + offset) * scale``: the programmed (noisy) codes times the weight
     scale, with one read-noise draw. ``with_offset=False`` leaves out the offset-binary constant
-    (the engine adds that term digitally from the ideal codes).
+    (the engine adds that term digitally from the ideal codes); ``rescale=False`` leaves out the
+    scale (the read codes: integers for exact cells).
     """
     layout = weight_layout(policy)
     cells = _read_weights(programmed, policy, layout, generator).to(dtype)
@@ -351,7 +364,8 @@ def effective_weight(
     w = torch.einsum("gtrpn,p->gtrn", cells, coeffs)
     if with_offset and layout.offset:
         w = w + layout.offset
-    w = w * programmed.scale.to(dtype).unsqueeze(2)
+    if rescale:
+        w = w * programmed.scale.to(dtype).unsqueeze(2)
     g, t, r, n = w.shape
     return w.reshape(g, t * r, n)
 

@@ -356,8 +356,10 @@ def read_cells(
     if policy.read_noise <= 0:
         return cells
     factor = torch.randn(cells.shape, generator=generator, device=cells.device, dtype=cells.dtype)
-    factor = torch.exp(factor.mul_(policy.read_noise))
-    return cells * factor + off_counts(policy, levels, cells) * (factor - 1.0)
+    factor.mul_(policy.read_noise).exp_()
+    # in place: a layer's cells are tens of MB, and every temporary would be another copy
+    read = cells * factor
+    return read.add_(factor.sub_(1.0).mul_(off_counts(policy, levels, cells)))
 
 
 # -- IR drop --------------------------------------------------------------------------------------

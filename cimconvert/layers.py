@@ -29,7 +29,7 @@ from .crossbar import (
     tile_geometry,
     weight_layout,
 )
-from .conv_engine import crossbar_conv2d, tiled_conv_eligible
+from .conv_engine import crossbar_conv2d, int8_fused_conv2d, tiled_conv_eligible
 from .devices import get_device, ir_drop
 from .errors import CimConvertError, MappingError
 from .policy import Policy
@@ -259,16 +259,17 @@ class CrossbarLayer(nn.Module):
         self.geometry = tile_geometry(self.weight_matrix().shape[1], self.policy.array_rows)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        # a saved chip may use another policy (other plane counts): take the saved buffer shapes
+        # a saved chip may use another policy (other plane counts, byte or float cells): take the
+        # saved buffer shapes and dtypes
         for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale"):
             saved = state_dict.get(prefix + name)
             own = self._buffers.get(name)
-            if saved is not None and own is not None and saved.shape != own.shape:
-                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
+            if saved is not None and own is not None and (saved.shape, saved.dtype) != (own.shape, own.dtype):
+                self._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype, device=own.device)
         if prefix + "cells" in state_dict:  # a whole chip: drift coefficients as it has them
             saved = state_dict.get(prefix + "drift_coeffs")
             self.drift_coeffs = None if saved is None else torch.empty(
-                saved.shape, dtype=self.cells.dtype, device=self.cells.device)
+                saved.shape, dtype=saved.dtype, device=self.cells.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._refresh_reads()
         planes = self.adc_full_scale.shape
@@ -278,10 +279,11 @@ class CrossbarLayer(nn.Module):
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
         super()._apply(fn, recurse)
         # half-precision cells would round the programmed noise: keep the state in float32
+        # (exact cells stay uint8 digits)
         for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max",
                      "drift_coeffs", "cells_now", "scale_now"):
             buf = self._buffers.get(name)
-            if buf is not None and buf.dtype not in _STATE_DTYPES:
+            if buf is not None and buf.is_floating_point() and buf.dtype not in _STATE_DTYPES:
                 self._buffers[name] = buf.float()
         self._kernel_cache = {}  # cached kernels live on the old device / dtype
         return self
@@ -419,7 +421,8 @@ class _CrossbarConvNd(CrossbarLayer):
         if dims == 1:
             y = y.squeeze(2)
         if self.bias is not None:
-            y = y + self.bias.to(y.dtype).view(1, -1, *([1] * dims))
+            bias = self.bias.to(y.dtype).view(1, -1, *([1] * dims))
+            y = y + bias if y.requires_grad else y.add_(bias)  # the output is ours: no copy
         return y
 
     def _conv_params(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -432,6 +435,10 @@ class _CrossbarConvNd(CrossbarLayer):
         """Ideal-converter path: one convolution of the quantized input with the read weight."""
         kernel, stride, dilation = self._conv_params()
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        y = int8_fused_conv2d(x.detach().to(dtype), self._programmed(), self.policy, kernel, stride,
+                              dilation, signed=signed, kernel_cache=self._kernel_cache)
+        if y is not None:
+            return y.to(x.dtype)
         key = ("fused", dtype)
         w = self._kernel_cache.get(key)
         if w is None:

@@ -73,10 +73,11 @@ def slice_layout(widths: tuple[int, ...], encoding: str) -> SliceLayout:
     return SliceLayout(encoding, tuple(widths), shifts, tuple(coeffs), levels, offset)
 
 
-def to_digits(codes: torch.Tensor, layout: SliceLayout) -> torch.Tensor:
+def to_digits(codes: torch.Tensor, layout: SliceLayout, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Cut integer ``codes`` (any shape, integer-valued) into digit planes.
 
-    Returns a tensor of shape ``(layout.planes, *codes.shape)`` with the dtype of ``codes``,
+    Returns a tensor of shape ``(layout.planes, *codes.shape)`` in ``dtype`` (default: the dtype
+    of ``codes``; ``torch.uint8`` holds any plane of up to 8 bits in a quarter of the memory),
     holding integers in ``[0, levels[p]]``.
     """
     q = codes.to(torch.int32)  # operands have at most 16 bits
@@ -90,9 +91,8 @@ def to_digits(codes: torch.Tensor, layout: SliceLayout) -> torch.Tensor:
     else:
         parts = (q,)
     n = len(layout.widths) // len(parts)
-    planes = [
-        torch.bitwise_and(torch.bitwise_right_shift(u, layout.shifts[i]), layout.levels[i])
-        for u in parts
-        for i in range(n)
-    ]
-    return torch.stack(planes).to(codes.dtype)
+    out = torch.empty((layout.planes, *codes.shape), dtype=dtype or codes.dtype, device=codes.device)
+    for j, u in enumerate(parts):
+        for i in range(n):
+            out[j * n + i] = torch.bitwise_and(torch.bitwise_right_shift(u, layout.shifts[i]), layout.levels[i])
+    return out

@@ -37,7 +37,9 @@ def test_linear_accepts_any_batch_shape_and_low_precision():
             layer_lp = CrossbarLinear.from_float(nn.Linear(32, 16).to(dtype), "ideal")
             y_lp = layer_lp(x.to(dtype))
             assert y_lp.dtype == dtype and torch.isfinite(y_lp).all()
-            assert layer_lp.cells.dtype == torch.float32  # programmed state stays float32
+            assert layer_lp.cells.dtype == torch.uint8  # exact cells: one byte per digit
+            noisy = CrossbarLinear.from_float(nn.Linear(32, 16).to(dtype), get_policy("ideal", program_noise=0.02))
+            assert noisy.cells.dtype == torch.float32  # programmed noise is not rounded to half
 
 
 def test_conv_same_padding_and_padding_modes_match_float():
