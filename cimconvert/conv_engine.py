@@ -107,21 +107,20 @@ def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float,
 
 def _int8_zero_points(
     x: torch.Tensor, policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
-) -> tuple[int, ...] | None:
-    """Input zero points of the ADC block and of each fused product when all run on int8 kernels
-    (float32, exact cells and DAC, every operand within 8 bits); None otherwise."""
+) -> tuple[int | None, ...]:
+    """Input zero point of the ADC block and of each fused product, for those that run on int8
+    kernels (float32, exact cells and DAC, both operands within 8 bits); None for the others."""
+    products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
     exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
     if x.dtype != torch.float32 or not (policy.cells_exact and exact_dac) or not int8_enabled(x.device):
-        return None
-    products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
+        return (None,) * len(products)
     zero_points = []
     for ins, ws, block in products:
         in_coeffs = [1.0] * len(ins) if block else [in_lay.coeffs[i] for i in ins]
         w_coeffs = [1.0] * len(ws) if block else [w_lay.coeffs[p] for p in ws]
         zp = input_zero_point(*_combo_range(in_coeffs, [in_lay.levels[i] for i in ins]))
-        if zp is None or not weights_fit(*_combo_range(w_coeffs, [w_lay.levels[p] for p in ws])):
-            return None
-        zero_points.append(zp)
+        fits = weights_fit(*_combo_range(w_coeffs, [w_lay.levels[p] for p in ws]))
+        zero_points.append(zp if fits else None)
     return tuple(zero_points)
 
 
@@ -216,28 +215,29 @@ def crossbar_conv2d(
     x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
     w_block = cells[:, :, :, a_w] if len(a_w) < w_lay.planes else cells
     zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
-    if zero_points is not None:  # exact small integers: int8 kernels, operands converted once
-        fused_x = [to_uint8(x_f, zp) for x_f, zp in zip(fused_x, zero_points[1:])]
+    # exact small integers run on int8 kernels: their operands are converted once
+    fused_x = [x_f if zp is None else to_uint8(x_f, zp) for x_f, zp in zip(fused_x, zero_points[1:])]
     cache = kernel_cache if kernel_cache is not None and policy.read_noise <= 0 else {}
-    key = (dtype, tuple(a_w), plan.fused, zero_points is not None)
+    key = (dtype, tuple(a_w), plan.fused, zero_points)
     k = programmed.geometry.k
 
     def tile_conv(which: int, planes: torch.Tensor, t: int, x_all: torch.Tensor) -> torch.Tensor:
         """Convolution of row tile ``t``'s channels of ``x_all`` ``(..., C, H, W)`` with its kernel."""
+        zero_point = zero_points[which + 1]
         entry = cache.get((key, which, t))
         if entry is None:
             weight, c0, c1 = _tile_kernel(planes, t, k, rows, kernel)
-            if zero_points is not None:
+            if zero_point is not None:
                 x_shape = (x_all.shape[:-3].numel(), g * (c1 - c0), *x_all.shape[-2:])
                 weight = pack_conv(weight, torch.ones(weight.shape[0]), stride, dilation, g, x_shape)
             entry = cache[(key, which, t)] = weight, c0, c1
         weight, c0, c1 = entry
         xs = _channels(x_all, g, c0, c1).flatten(0, -4)
-        if zero_points is None:
+        if zero_point is None:
             xs = xs.to(dtype).contiguous(memory_format=torch.channels_last)
             part = F.conv2d(xs, weight, None, stride, 0, dilation, g)
         else:
-            part = int8_conv2d(xs, zero_points[which + 1], weight, 1.0)
+            part = int8_conv2d(xs, zero_point, weight, 1.0)
         # channels last: the (input plane, image, pixel) rows of the ADC block are contiguous
         return part.contiguous(memory_format=torch.channels_last)
 

@@ -1,0 +1,137 @@
+"""The exact int8 kernels and the memory-lean engine paths give the numbers of the float paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cimconvert import CrossbarConv2d, convert, crossbar_layers, get_policy, load, save
+from cimconvert import adc, int_kernels
+from cimconvert.slicing import slice_layout, to_digits
+
+CLEAN = dict(program_noise=0.0, read_noise=0.0)
+INT8_CASES = {
+    "ideal": get_policy("ideal"),
+    "lossless_slc2mlc3": get_policy("slc2mlc3", adc_bits=None, **CLEAN),
+    "adc10_clean": get_policy("slc2mlc3", adc_bits=10, **CLEAN),
+    "adc6_clean": get_policy("slc2mlc3", adc_bits=6, **CLEAN),
+    "differential_adc8": get_policy("slc2mlc3", weight_encoding="differential", **CLEAN),
+    "tile_scales_adc8": get_policy("slc2mlc3", weight_granularity="tile", **CLEAN),
+}
+needs_int8 = pytest.mark.skipif(
+    not int_kernels.int8_enabled(torch.device("cpu")), reason="no exact int8 kernels on this machine"
+)
+
+
+def _outputs(layer: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch, int8: bool) -> torch.Tensor:
+    monkeypatch.setenv("CIMCONVERT_INT8", "1" if int8 else "0")
+    layer._kernel_cache = {}
+    with torch.no_grad():
+        return layer(x)
+
+
+@needs_int8
+@pytest.mark.parametrize("name", list(INT8_CASES))
+@pytest.mark.parametrize("groups", [1, 4])
+def test_int8_convolution_equals_the_float_paths(monkeypatch, name, groups):
+    """ADC paths: the same integer partial sums, so bit-identical outputs; ideal-converter paths:
+    the exact integer product rescaled once, within float32 rounding of the float64 reference."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(48, 24, 3, stride=2, padding=1, groups=groups)
+    layer = CrossbarConv2d.from_float(conv, INT8_CASES[name].replace(array_rows=64))
+    x = torch.randn(2, 48, 13, 13)
+    for inputs in (x, x.relu()):
+        fast = _outputs(layer, inputs, monkeypatch, int8=True)
+        assert any(isinstance(v, int_kernels.Int8Conv) or (isinstance(v, tuple) and isinstance(
+            v[0], int_kernels.Int8Conv)) for v in layer._kernel_cache.values()), "int8 path not taken"
+        plain = _outputs(layer, inputs, monkeypatch, int8=False)
+        if INT8_CASES[name].adc_bits is not None:
+            assert torch.equal(fast, plain)
+        else:
+            exact = _outputs(layer, inputs.double(), monkeypatch, int8=False)
+            assert ((fast.double() - exact).abs().max() / exact.abs().max()).item() < 1e-6
+
+
+@needs_int8
+def test_int8_kernels_compute_exact_integer_products():
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randint(-128, 128, (10, 3, 3, 3), generator=gen).float()
+    scale = torch.rand(10, generator=gen) + 0.5
+    for zero_point, low, high in ((0, 0, 256), (128, -128, 128)):
+        x = torch.randint(low, high, (2, 6, 9, 9), generator=gen).float()
+        conv = int_kernels.pack_conv(w, scale, (2, 2), (1, 1), 2, tuple(x.shape))
+        got = int_kernels.int8_conv2d(x, zero_point, conv, 0.25)
+        want = torch.nn.functional.conv2d(x.double(), w.double(), stride=2, groups=2)
+        want = want * 0.25 * scale.double().view(1, -1, 1, 1)
+        assert ((got.double() - want).abs().max() / want.abs().max()).item() < 1e-6
+        mat = int_kernels.pack_linear(w.flatten(1).t()[:27], scale, (5, 27))
+        rows = x.flatten(1)[:, :27].repeat(3, 1)
+        got_lin = int_kernels.int8_linear(rows, zero_point, mat, 1.0) / scale
+        assert torch.equal(got_lin.double().round(), rows.double() @ w.flatten(1).t()[:27].double())
+
+
+def test_int8_is_off_when_asked_and_off_cuda():
+    assert not int_kernels.int8_enabled(torch.device("meta"))
+    assert int_kernels.input_zero_point(0, 255) == 0 and int_kernels.input_zero_point(-128, 127) == 128
+    assert int_kernels.input_zero_point(-1, 200) is None and not int_kernels.weights_fit(-129, 0)
+
+
+def test_int8_switch_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CIMCONVERT_INT8", "0")
+    assert not int_kernels.int8_enabled(torch.device("cpu"))
+
+
+def test_byte_digits_equal_float_digits():
+    codes = torch.randint(-128, 128, (4, 7)).float()
+    for encoding in ("twos_complement", "differential"):
+        layout = slice_layout((1, 1, 2, 2, 2), encoding)
+        assert torch.equal(to_digits(codes, layout, torch.uint8).float(), to_digits(codes, layout))
+
+
+def _cells(model: nn.Module) -> torch.Tensor:
+    (layer,) = crossbar_layers(model).values()
+    return layer.cells
+
+
+def test_exact_chips_store_byte_cells_and_save_them(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 8))
+    exact = convert(model, get_policy("slc2mlc3", adc_bits=6, **CLEAN))
+    noisy = convert(model, get_policy("slc2mlc3", adc_bits=6))
+    assert _cells(exact).dtype == torch.uint8 and _cells(noisy).dtype == torch.float32
+    assert _cells(exact).nbytes * 4 == _cells(noisy).nbytes
+    x = torch.randn(5, 40)
+    save(exact, tmp_path / "chip")
+    again = load(tmp_path / "chip", model=model)
+    assert _cells(again).dtype == torch.uint8
+    with torch.no_grad():
+        assert torch.equal(again(x), exact(x))
+    assert _cells(exact.double()).dtype == torch.uint8  # a dtype move leaves the digits alone
+
+
+def test_row_bands_of_a_large_image_equal_whole_images():
+    """A tiny chunk budget cuts the ADC block into bands of output rows of one image."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, stride=2, padding=2, dilation=2).double()
+    layer = CrossbarConv2d.from_float(conv, get_policy("slc2mlc3", adc_bits=6, array_rows=16, **CLEAN))
+    x = torch.randn(3, 6, 17, 15, dtype=torch.float64)
+    with torch.no_grad():
+        whole = layer(x)
+        layer.chunk_bytes = 1
+        banded = layer(x)
+    assert torch.equal(whole, banded)
+
+
+def test_compiled_adc_kernel_equals_the_eager_one(monkeypatch):
+    monkeypatch.setattr(adc, "COMPILE_MIN_ELEMENTS", 0)
+    gen = torch.Generator().manual_seed(0)
+    partial = torch.randint(0, 400, (2, 3, 50, 4, 7), generator=gen).float()
+    steps = torch.rand(3, 4, generator=gen) * 2 + 0.5
+    coeffs = torch.randn(3, 4, generator=gen)
+    eager = adc.adc_shift_add_eager(partial.clone(), steps, coeffs, 63.0)
+    compiled = adc.adc_shift_add(partial.clone(), steps, coeffs, 63.0)
+    assert torch.allclose(compiled, eager, rtol=1e-6, atol=1e-5)
+    codes = torch.round(partial / steps.view(1, 3, 1, 4, 1)).clamp(0, 63)
+    want = torch.einsum("asbpc,sp->abc", codes, coeffs * steps)
+    assert torch.allclose(eager, want, rtol=1e-6, atol=1e-5)
