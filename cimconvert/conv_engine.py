@@ -27,6 +27,7 @@ from .crossbar import (
     PairPlan,
     ProgrammedWeights,
     _input_planes,
+    _int8_zero_points,
     _read_weights,
     adc_steps,
     effective_weight,
@@ -97,31 +98,6 @@ def int8_fused_conv2d(
     x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
     codes = quantize_codes(x, x_scale, policy.input_bits, signed)
     return int8_conv2d(codes, zero_point, conv, x_scale.item())
-
-
-def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float, float]:
-    """Smallest and largest ``sum_i coeffs[i] * d_i`` over digits ``0 <= d_i <= levels[i]``."""
-    terms = [c * m for c, m in zip(coeffs, levels)]
-    return sum(min(0.0, v) for v in terms), sum(max(0.0, v) for v in terms)
-
-
-def _int8_zero_points(
-    x: torch.Tensor, policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
-) -> tuple[int | None, ...]:
-    """Input zero point of the ADC block and of each fused product, for those that run on int8
-    kernels (float32, exact cells and DAC, both operands within 8 bits); None for the others."""
-    products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
-    exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
-    if x.dtype != torch.float32 or not (policy.cells_exact and exact_dac) or not int8_enabled(x.device):
-        return (None,) * len(products)
-    zero_points = []
-    for ins, ws, block in products:
-        in_coeffs = [1.0] * len(ins) if block else [in_lay.coeffs[i] for i in ins]
-        w_coeffs = [1.0] * len(ws) if block else [w_lay.coeffs[p] for p in ws]
-        zp = input_zero_point(*_combo_range(in_coeffs, [in_lay.levels[i] for i in ins]))
-        fits = weights_fit(*_combo_range(w_coeffs, [w_lay.levels[p] for p in ws]))
-        zero_points.append(zp if fits else None)
-    return tuple(zero_points)
 
 
 def _combine(digits: torch.Tensor, planes: Sequence[int], coeffs: Sequence[float], dtype: torch.dtype

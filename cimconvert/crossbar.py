@@ -16,14 +16,16 @@ planes are contracted before the product and one GEMM per tile remains (same num
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .adc import adc_shift_add
 from .devices import program_cells, read_cells
+from .int_kernels import int8_enabled, int8_linear, input_zero_point, pack_linear, weights_fit
 from .policy import Policy
-from .quantize import block_scale, quantize_codes
+from .quantize import block_scale, code_range, quantize_codes
 from .slicing import SliceLayout, slice_layout, to_digits
 
 __all__ = [
@@ -319,6 +321,33 @@ def pair_plan(policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, steps: to
     return PairPlan(adc_in, adc_w, tuple(fused))
 
 
+def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float, float]:
+    """Smallest and largest ``sum_i coeffs[i] * d_i`` over digits ``0 <= d_i <= levels[i]``."""
+    terms = [c * m for c, m in zip(coeffs, levels)]
+    return sum(min(0.0, v) for v in terms), sum(max(0.0, v) for v in terms)
+
+
+def _int8_zero_points(
+    x: torch.Tensor, policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
+) -> tuple[int | None, ...]:
+    """Input zero point of the ADC block and of each fused product, for those that run on int8
+    kernels (float32, exact cells, inputs and DAC, both operands within 8 bits); None for the
+    others."""
+    products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
+    exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
+    exact = policy.is_noise_free and exact_dac
+    if x.dtype != torch.float32 or not exact or not int8_enabled(x.device):
+        return (None,) * len(products)
+    zero_points = []
+    for ins, ws, block in products:
+        in_coeffs = [1.0] * len(ins) if block else [in_lay.coeffs[i] for i in ins]
+        w_coeffs = [1.0] * len(ws) if block else [w_lay.coeffs[p] for p in ws]
+        zp = input_zero_point(*_combo_range(in_coeffs, [in_lay.levels[i] for i in ins]))
+        fits = weights_fit(*_combo_range(w_coeffs, [w_lay.levels[p] for p in ws]))
+        zero_points.append(zp if fits else None)
+    return tuple(zero_points)
+
+
 def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> torch.Tensor:
     """DAC of each input plane: digits with fewer DAC levels than digit values are rounded."""
     if policy.dac_bits is None or all(policy.dac_bits >= w for w in layout.widths):
@@ -399,6 +428,55 @@ def _offset_terms(
     return terms
 
 
+def _tile_products(
+    x: torch.Tensor, w: torch.Tensor, zero_point: int | None, cache: dict, key: object
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``bmm(x, w)`` of ``(B, M, R)`` by ``(B, R, N)`` as ``(batch slice, product)`` pieces: one
+    piece (a float GEMM), or one per matrix on int8 kernels when ``zero_point`` is set (integer
+    operands; ``w`` packed once per ``key`` in ``cache``), reduced by the caller as they come."""
+    if zero_point is None:
+        yield slice(None), torch.bmm(x, w)
+        return
+    packed = cache.get(key)
+    if packed is None:
+        ones = torch.ones(w.shape[2])
+        packed = cache[key] = [pack_linear(w[i], ones, tuple(x.shape[1:])) for i in range(w.shape[0])]
+    for i, mat in enumerate(packed):
+        yield slice(i, i + 1), int8_linear(x[i], zero_point, mat, 1.0).unsqueeze(0)
+
+
+def _int8_fused_matmul(
+    codes: torch.Tensor, x_scale: torch.Tensor, programmed: ProgrammedWeights, policy: Policy,
+    signed: bool, cache: dict,
+) -> torch.Tensor | None:
+    """The ideal-converter product of float32 input ``codes`` ``(G, M, T, R)`` as one exact int8
+    product per group of input codes and weight codes, rescaled: ``(G, M, N)``; None when it does
+    not apply (per-row or per-tile input scales, weight scales that differ between row tiles,
+    inexact cells or converters, codes wider than 8 bits, no int8 kernel here)."""
+    zero_point = input_zero_point(*code_range(policy.input_bits, signed))
+    scale = programmed.scale
+    if (
+        codes.dtype != torch.float32
+        or x_scale.numel() != 1
+        or zero_point is None
+        or not policy.is_noise_free
+        or not (policy.dac_bits is None or all(policy.dac_bits >= w for w in input_layout(policy, signed).widths))
+        or not weights_fit(*code_range(policy.weight_bits, True))
+        or not bool((scale == scale[:, :1]).all())
+        or not int8_enabled(codes.device)
+    ):
+        return None
+    packed = cache.get("int8_fused_matmul")
+    if packed is None:
+        w_codes = effective_weight(programmed, policy, dtype=torch.float32, rescale=False)
+        g, m = codes.shape[:2]
+        packed = cache["int8_fused_matmul"] = [
+            pack_linear(w_codes[i], scale[i, 0], (m, w_codes.shape[1])) for i in range(programmed.groups)
+        ]
+    x_codes = codes.flatten(2)
+    return torch.stack([int8_linear(x_codes[i], zero_point, mat, x_scale.item()) for i, mat in enumerate(packed)])
+
+
 def _rows_per_chunk(programmed: ProgrammedWeights, planes_in: int, planes_w: int, fused: bool,
                     chunk_bytes: int) -> int:
     g, t, r, _ = programmed.cells.shape
@@ -420,6 +498,7 @@ def crossbar_matmul(
     observed_max: torch.Tensor | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     fuse: bool = True,
+    kernel_cache: dict | None = None,
 ) -> torch.Tensor:
     """Compute ``Y[g] = X[g] @ W[g]`` on the programmed crossbars; ``x`` is ``(G, M, K)``.
 
@@ -438,6 +517,8 @@ def crossbar_matmul(
         chunk_bytes: memory bound of the per-chunk intermediates.
         fuse: contract exact (linear) plane pairs before the product (:class:`PairPlan`); False
             computes every pair separately, the reference the fast paths are tested against.
+        kernel_cache: a dict owned by the layer (emptied when it is reprogrammed) that keeps the
+            packed int8 weights of exact cells between forwards.
 
     Returns:
         ``(G, M, N)`` outputs in float64 for float64 ``x``, else float32.
@@ -457,7 +538,11 @@ def crossbar_matmul(
     exact_inputs = policy.input_noise <= 0 and (
         policy.dac_bits is None or all(policy.dac_bits >= wd for wd in in_lay.widths)
     )
+    cache = {} if kernel_cache is None else kernel_cache
     if fused:  # ideal ADC: the shift-add is linear; one GEMM of rescaled operands over all tiles
+        y = _int8_fused_matmul(codes, x_scale, programmed, policy, signed, cache)
+        if y is not None:
+            return y
         w_mat = effective_weight(programmed, policy, generator, dtype, with_offset=False)
     else:
         cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)  # (G, T, R, P, N)
@@ -472,6 +557,8 @@ def crossbar_matmul(
             torch.einsum("gtrpn,p->gtrn", cells[:, :, :, list(ws)], w_coeffs[list(ws)]).reshape(g * t, r, n)
             for _, ws in plan.fused
         ]
+        zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
+        key = ("int8_tiles", plan)
     out = torch.empty(g, codes.shape[1], n, dtype=dtype, device=x.device)
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
     for start in range(0, codes.shape[1], step_rows):
@@ -492,18 +579,22 @@ def crossbar_matmul(
             continue
         digits = _input_planes(q, in_lay, policy, generator).permute(1, 3, 0, 2, 4)  # (G, T, S, Mc, R)
         x_mat = digits[:, :, a_in].reshape(g * t, len(a_in) * mc, r)
-        partial = torch.bmm(x_mat, w_mat).view(g * t, len(a_in), mc, len(a_w), n)
-        if observed_max is not None:
-            seen = partial.amax(dim=(0, 2, 4))
-            torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
-        if steps is None:
-            tile_sum = torch.einsum("asbpc,sp->abc", partial, pair_coeffs)
-        else:
-            levels = float((1 << policy.adc_bits) - 1)
-            tile_sum = adc_shift_add(partial, steps[a_in][:, a_w].contiguous(), pair_coeffs, levels)
+        tile_sum = torch.zeros(g * t, mc, n, dtype=dtype, device=x.device)
+        block = _tile_products(x_mat, w_mat, zero_points[0], cache, (key, -1)) if a_in else ()
+        for tiles, part in block:
+            partial = part.view(-1, len(a_in), mc, len(a_w), n)
+            if observed_max is not None:
+                seen = partial.amax(dim=(0, 2, 4))
+                torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
+            if steps is None:
+                tile_sum[tiles] = torch.einsum("asbpc,sp->abc", partial, pair_coeffs)
+            else:
+                levels = float((1 << policy.adc_bits) - 1)
+                tile_sum[tiles] = adc_shift_add(partial, steps[a_in][:, a_w].contiguous(), pair_coeffs, levels)
         tile_sum = tile_sum.view(g, t, mc, n) + offsets
-        for (ins, _), w_f in zip(plan.fused, fused_w):
-            x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)])
-            tile_sum = tile_sum + torch.bmm(x_f.reshape(g * t, mc, r), w_f).view(g, t, mc, n)
+        for j, ((ins, _), w_f) in enumerate(zip(plan.fused, fused_w)):
+            x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)]).reshape(g * t, mc, r)
+            for tiles, product in _tile_products(x_f, w_f, zero_points[j + 1], cache, (key, j)):
+                tile_sum.view(g * t, mc, n)[tiles] += product
         out[:, start : start + mc] = (tile_sum * xs.permute(0, 2, 1).unsqueeze(-1) * w_scale).sum(dim=1)
     return out

@@ -204,6 +204,7 @@ class CrossbarLayer(nn.Module):
             observed_max=self.adc_observed_max if self.calibrating else None,
             chunk_bytes=self.chunk_bytes,
             fuse=self.fuse,
+            kernel_cache=None if torch.jit.is_tracing() else self._kernel_cache,
         ).to(x.dtype)
         if self._needs_grad(x):
             y_ste = torch.bmm(self._fake_quant_input(x, tensor_absmax), self._fake_quant_weight().to(x.dtype))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cimconvert import CrossbarConv2d, convert, crossbar_layers, get_policy, load, save
+from cimconvert import CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, load, save
 from cimconvert import adc, int_kernels
 from cimconvert.slicing import slice_layout, to_digits
 
@@ -135,3 +135,39 @@ def test_compiled_adc_kernel_equals_the_eager_one(monkeypatch):
     codes = torch.round(partial / steps.view(1, 3, 1, 4, 1)).clamp(0, 63)
     want = torch.einsum("asbpc,sp->abc", codes, coeffs * steps)
     assert torch.allclose(eager, want, rtol=1e-6, atol=1e-5)
+
+
+@needs_int8
+@pytest.mark.parametrize("name", list(INT8_CASES))
+def test_int8_linear_equals_the_float_paths(monkeypatch, name):
+    torch.manual_seed(0)
+    layer = CrossbarLinear.from_float(nn.Linear(150, 40), INT8_CASES[name].replace(array_rows=64))
+    x = torch.randn(3, 7, 150)
+    for inputs in (x, x.relu()):
+        fast = _outputs(layer, inputs, monkeypatch, int8=True)
+        assert any(isinstance(v, list) and isinstance(v[0], int_kernels.Int8Linear)
+                   for v in layer._kernel_cache.values()), "int8 path not taken"
+        plain = _outputs(layer, inputs, monkeypatch, int8=False)
+        if INT8_CASES[name].adc_bits is not None:
+            assert torch.equal(fast, plain)
+        else:
+            exact = _outputs(layer, inputs.double(), monkeypatch, int8=False)
+            assert ((fast.double() - exact).abs().max() / exact.abs().max()).item() < 1e-6
+
+
+@needs_int8
+def test_int8_im2col_convolution_while_calibrating_keeps_the_counts(monkeypatch):
+    """The im2col path (here: ADC calibration) on int8 kernels records the same column counts."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=1)
+    policy = get_policy("slc2mlc3", adc_bits=6, adc_range="calibrated", array_rows=32, **CLEAN)
+    counts = []
+    for int8 in (True, False):
+        monkeypatch.setenv("CIMCONVERT_INT8", "1" if int8 else "0")
+        layer = CrossbarConv2d.from_float(conv, policy)
+        layer.start_calibration()
+        with torch.no_grad():
+            layer(torch.randn(2, 8, 9, 9, generator=torch.Generator().manual_seed(3)))
+        layer.finish_calibration()
+        counts.append(layer.adc_full_scale.clone())
+    assert torch.equal(counts[0], counts[1])
