@@ -277,6 +277,10 @@ class CrossbarLayer(nn.Module):
         if self.adc_observed_max.shape != planes:
             self.adc_observed_max = torch.zeros(planes, device=self.adc_observed_max.device)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # packed int8 kernels are opaque to copy and pickle; they are rebuilt on the next forward
+        return {**super().__getstate__(), "_kernel_cache": {}}
+
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
         super()._apply(fn, recurse)
         # half-precision cells would round the programmed noise: keep the state in float32

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -171,3 +173,15 @@ def test_int8_im2col_convolution_while_calibrating_keeps_the_counts(monkeypatch)
         layer.finish_calibration()
         counts.append(layer.adc_full_scale.clone())
     assert torch.equal(counts[0], counts[1])
+
+
+def test_a_layer_with_packed_kernels_copies_and_pickles(tmp_path):
+    torch.manual_seed(0)
+    model = convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 5)),
+                    get_policy("slc2mlc3", adc_bits=6, **CLEAN))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = model(x)  # fills the kernel caches
+        assert torch.equal(copy.deepcopy(model)(x), want)
+        torch.save(model, tmp_path / "m.pt")
+        assert torch.equal(torch.load(tmp_path / "m.pt", weights_only=False)(x), want)
