@@ -22,7 +22,7 @@ import torch
 
 __all__ = ["adc_shift_add", "adc_shift_add_eager", "COMPILE_MIN_ELEMENTS"]
 
-COMPILE_MIN_ELEMENTS = 1 << 20
+COMPILE_MIN_ELEMENTS = 1 << 16
 """Blocks with fewer partial sums than this run eagerly (compilation would not pay off)."""
 
 _compiled: Callable[..., torch.Tensor] | None = None
