@@ -1,5 +1,6 @@
 """cimconvert: convert any PyTorch vision model to a bit-sliced memristive crossbar simulation."""
 
+from .calibration import calibrate
 from .convert import ConversionInfo, conversion_info, convert, crossbar_layers, digital_ops
 from .crossbar import ProgrammedWeights, crossbar_matmul, program_weights
 from .devices import DeviceModel, get_device, list_devices, register_device
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "convert",
+    "calibrate",
     "create_model",
     "list_models",
     "load_checkpoint",

@@ -21,7 +21,9 @@ from .errors import DataError
 from .finetune import finetune
 from .io_utils import staged_directory
 from .models import create_model
-from .runner import RunConfig, _device, _model_source, build_policy_map, default_out_dir, format_results
+from .runner import (
+    RunConfig, build_policy_map, default_out_dir, format_results, model_source, resolve_device,
+)
 from .serialization import save
 
 __all__ = ["run_finetune"]
@@ -51,7 +53,7 @@ def run_finetune(config: RunConfig, *, train_split: str = "train", **training: A
         raise DataError("cimconvert finetune needs --data-dir: the data to train on and to evaluate.")
     policy_map, policy_label = build_policy_map(
         config.policy, config.overrides, first_last_digital=config.first_last_digital)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     init_from_env(device)
     rank, size = world()
     progress = config.progress and rank == 0
@@ -95,5 +97,5 @@ def run_finetune(config: RunConfig, *, train_split: str = "train", **training: A
         with staged_directory(out) as staging:
             (staging / f"results.{config.results_format}").write_text(
                 format_results(results, config.results_format), encoding="utf-8")
-            save(converted, staging / "model.safetensors", source=_model_source(config))
+            save(converted, staging / "model.safetensors", source=model_source(config))
     return {**results, "out": str(out)}

@@ -22,7 +22,8 @@ from timm.models import safe_model_name
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .convert import convert, crossbar_layers
+from .calibration import calibrate
+from .convert import convert
 from .data import (
     create_dataset,
     create_eval_transform,
@@ -223,7 +224,12 @@ def _save_hook() -> Any:
     return save
 
 
-def _device(name: str | None) -> torch.device:
+def resolve_device(name: str | None) -> torch.device:
+    """The torch device a ``--device`` value names (default: CUDA when available, else CPU).
+
+    Raises:
+        CimConvertError: a CUDA device is asked for and none is available.
+    """
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -347,28 +353,12 @@ def prepare_job(config: RunConfig, device: torch.device) -> PreparedJob:
 
 
 @torch.no_grad()
-def _calibrate_adcs(converted: nn.Module, calib: torch.Tensor) -> None:
-    """Set the ADC full scale of the layers whose policy has ``adc_range="calibrated"`` to the
-    largest column count each plane pair sees on the calibration batch (reprogramming keeps it)."""
-    layers = [layer for layer in crossbar_layers(converted).values()
-              if layer.policy.adc_range == "calibrated"]
-    if not layers:
-        return
-    for layer in layers:
-        layer.start_calibration()
-    try:
-        converted(calib)
-    finally:
-        for layer in layers:
-            layer.finish_calibration()
-
-
 def measure_policy(config: RunConfig, job: PreparedJob, policy_map: PolicyMap) -> Measurement:
     """Convert ``job.model`` with ``policy_map``, calibrate the ADC ranges that ask for it on
     ``job.calib``, evaluate ``config.trials`` chips (and every time of ``config.times``) and build
     the deployment report."""
     converted = convert(job.model, policy_map, example_inputs=job.calib, seed=config.seed)
-    _calibrate_adcs(converted, job.calib)
+    calibrate(converted, job.calib)
     results: dict[str, Any] = {}
     if job.loader is not None and job.float_metrics is not None:
         trials = evaluate_trials(converted, job.loader, trials=config.trials, seed=config.seed,
@@ -417,7 +407,7 @@ def run_job(config: RunConfig) -> JobResult:
     policy_map, policy_label = build_policy_map(
         config.policy, config.overrides, first_last_digital=config.first_last_digital)
     save = _save_hook() if config.save_model else None
-    device = _device(config.device)
+    device = resolve_device(config.device)
     out = Path(config.out) if config.out else default_out_dir(config.model, policy_label)
     with staged_directory(out) as staging:
         job = prepare_job(config, device)
@@ -430,11 +420,11 @@ def run_job(config: RunConfig) -> JobResult:
         results_path = staging / f"results.{config.results_format}"
         results_path.write_text(format_results(results, config.results_format), encoding="utf-8")
         if save is not None:
-            save(measured.converted, staging / "model.safetensors", source=_model_source(config))
+            save(measured.converted, staging / "model.safetensors", source=model_source(config))
     return JobResult(results=results, report=measured.report, out=out)
 
 
-def _model_source(config: RunConfig) -> dict[str, Any]:
+def model_source(config: RunConfig) -> dict[str, Any]:
     """How :func:`cimconvert.load` rebuilds the float architecture of a saved model."""
     kwargs = {"num_classes": config.num_classes} if config.num_classes is not None else {}
     return {"model": config.model, "kwargs": kwargs}

@@ -35,13 +35,13 @@ from .policy import policy_field_names
 from .policy_map import PolicyMap
 from .runner import (
     RunConfig,
-    _device,
     build_policy_map,
     default_out_dir,
     format_results,
     job_header,
     measure_policy,
     prepare_job,
+    resolve_device,
 )
 
 __all__ = ["SweepResult", "check_sweep", "expand_grid", "run_sweep", "plot_sweep", "SWEEP_COLUMNS"]
@@ -172,7 +172,7 @@ def run_sweep(config: RunConfig, sweep: Mapping[str, Sequence[Any]]) -> SweepRes
     grid = expand_grid(grid_spec)
     maps = _point_maps(config, grid)
     _, policy_label = build_policy_map(config.policy)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     out = Path(config.out) if config.out else default_out_dir(config.model, f"{policy_label}-sweep")
     fields = tuple(grid_spec)
     with staged_directory(out) as staging:
