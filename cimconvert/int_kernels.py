@@ -43,19 +43,27 @@ def _onednn() -> object | None:
 
 @functools.cache
 def _self_test() -> bool:
-    """Whether this build and CPU compute a small int8 convolution and product exactly."""
+    """Whether this build and CPU compute small int8 convolutions and products exactly.
+
+    Random codes, and the extremes: CPUs without VNNI add pairs of ``uint8 x int8`` products in
+    saturating 16-bit arithmetic, which ``255 * 127 + 255 * 127`` overflows.
+    """
     try:
         gen = torch.Generator().manual_seed(0)
-        x = torch.randint(-128, 128, (2, 8, 5, 5), generator=gen).to(torch.float32)
-        w = torch.randint(-128, 128, (4, 8, 3, 3), generator=gen).to(torch.float32)
-        conv = pack_conv(w, torch.ones(4), (1, 1), (1, 1), 1, tuple(x.shape))
-        got = int8_conv2d(x, 128, conv, 1.0)
-        want = torch.nn.functional.conv2d(x.double(), w.double())
-        mat = pack_linear(w.flatten(1).t(), torch.ones(4), (10, 72))
-        rows = x.flatten(1)[:, :72].repeat(5, 1)
-        got_lin = int8_linear(rows, 128, mat, 1.0)
-        want_lin = rows.double() @ w.flatten(1).t().double()
-        return bool((got.double() == want).all() and (got_lin.double() == want_lin).all())
+        random_x = torch.randint(0, 256, (2, 8, 5, 5), generator=gen).to(torch.float32)
+        random_w = torch.randint(-128, 128, (4, 8, 3, 3), generator=gen).to(torch.float32)
+        extreme_w = torch.tensor([127.0, -128.0, 127.0, -128.0]).view(4, 1, 1, 1).expand(4, 8, 3, 3)
+        for x, w in ((random_x, random_w), (torch.full_like(random_x, 255.0), extreme_w)):
+            conv = pack_conv(w, torch.ones(4), (1, 1), (1, 1), 1, tuple(x.shape))
+            if not torch.equal(int8_conv2d(x, 0, conv, 1.0).double(),
+                               torch.nn.functional.conv2d(x.double(), w.double())):
+                return False
+            rows = (x - 128).flatten(1)[:, :72].repeat(5, 1)
+            mat = pack_linear(w.flatten(1).t(), torch.ones(4), tuple(rows.shape))
+            if not torch.equal(int8_linear(rows, 128, mat, 1.0).double(),
+                               rows.double() @ w.flatten(1).t().double()):
+                return False
+        return True
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 

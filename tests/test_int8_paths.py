@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -197,3 +200,13 @@ def test_row_products_by_1x1_convolutions_equal_bmm():
     got = torch.cat([part for _, part in pieces])
     assert torch.allclose(got, torch.bmm(x.double(), w.double()).float(), rtol=1e-5, atol=1e-4)
     assert _row_kernels(w.double()) is None  # float64 (the exact reference) stays on bmm
+
+
+@needs_int8
+def test_int8_turns_itself_off_where_products_saturate():
+    """Without VNNI, oneDNN adds pairs of uint8 x int8 products in saturating 16-bit arithmetic:
+    the self-test sees it (here by capping oneDNN at AVX2) and the engine keeps float32."""
+    code = "from cimconvert.int_kernels import _self_test; print(_self_test())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
