@@ -26,6 +26,7 @@ from .crossbar import (
     DEFAULT_CHUNK_BYTES,
     PairPlan,
     ProgrammedWeights,
+    _exact_dac,
     _input_planes,
     _int8_zero_points,
     _read_weights,
@@ -36,7 +37,9 @@ from .crossbar import (
     pair_plan,
     weight_layout,
 )
-from .int_kernels import int8_conv2d, int8_enabled, input_zero_point, pack_conv, to_uint8, weights_fit
+from .int_kernels import (
+    depth_fits, int8_conv2d, int8_enabled, input_zero_point, pack_conv, to_uint8, weights_fit,
+)
 from .policy import Policy
 from .slicing import SliceLayout, to_digits
 from .quantize import block_scale, code_range, quantize_codes
@@ -83,6 +86,7 @@ def int8_fused_conv2d(
         or zero_point is None
         or not policy.cells_exact
         or not weights_fit(*code_range(policy.weight_bits, True))
+        or not depth_fits(programmed.geometry.k)
         or not _tile_invariant(programmed.scale)
         or not int8_enabled(x.device)
     ):
@@ -117,7 +121,8 @@ def _output_blocks(batch: int, rows: int, row_bytes: int, chunk_bytes: int) -> l
         step = chunk_bytes // per_image
         return [(slice(s0, s0 + step), slice(0, rows)) for s0 in range(0, batch, step)]
     band = max(1, chunk_bytes // row_bytes)
-    return [(slice(i, i + 1), slice(r0, min(rows, r0 + band))) for i in range(batch) for r0 in range(0, rows, band)]
+    return [(slice(i, i + 1), slice(r0, min(rows, r0 + band)))
+            for i in range(batch) for r0 in range(0, rows, band)]
 
 
 def _tile_kernel(
@@ -170,8 +175,7 @@ def crossbar_conv2d(
     absmax = input_absmax(x, signed).view(1)
     x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
     codes = quantize_codes(x, x_scale, policy.input_bits, signed)
-    exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
-    if exact_dac and max(in_lay.levels) <= 255:  # small integers: a byte per digit
+    if _exact_dac(policy, in_lay) and max(in_lay.levels) <= 255:  # small integers: a byte per digit
         digits = to_digits(codes, in_lay, torch.uint8)
     else:
         digits = _input_planes(codes, in_lay, policy, generator)

@@ -23,7 +23,7 @@ import torch
 
 from .adc import adc_shift_add
 from .devices import program_cells, read_cells
-from .int_kernels import int8_enabled, int8_linear, input_zero_point, pack_linear, weights_fit
+from .int_kernels import depth_fits, int8_enabled, int8_linear, input_zero_point, pack_linear, weights_fit
 from .policy import Policy
 from .quantize import block_scale, code_range, quantize_codes
 from .slicing import SliceLayout, slice_layout, to_digits
@@ -234,7 +234,7 @@ def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
         policy.adc_bits is None
         and policy.input_granularity == "tensor"
         and policy.input_noise <= 0
-        and (policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths))
+        and _exact_dac(policy, in_lay)
         and (policy.cells_exact or (in_lay.offset == 0 and weight_layout(policy).offset == 0))
     )
 
@@ -298,9 +298,7 @@ class PairPlan:
 def pair_plan(policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, steps: torch.Tensor) -> PairPlan:
     """Split the plane pairs of one product into the ADC block and exact fused products."""
     all_in, all_w = tuple(range(in_lay.planes)), tuple(range(w_lay.planes))
-    noise_free = policy.is_noise_free and (
-        policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
-    )
+    noise_free = policy.is_noise_free and _exact_dac(policy, in_lay)
     if not noise_free:
         return PairPlan(all_in, all_w, ())
     levels = (1 << policy.adc_bits) - 1
@@ -321,6 +319,11 @@ def pair_plan(policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, steps: to
     return PairPlan(adc_in, adc_w, tuple(fused))
 
 
+def _exact_dac(policy: Policy, layout: SliceLayout) -> bool:
+    """Whether the DAC drives every input digit of ``layout`` exactly (enough levels)."""
+    return policy.dac_bits is None or all(policy.dac_bits >= w for w in layout.widths)
+
+
 def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float, float]:
     """Smallest and largest ``sum_i coeffs[i] * d_i`` over digits ``0 <= d_i <= levels[i]``."""
     terms = [c * m for c, m in zip(coeffs, levels)]
@@ -334,8 +337,7 @@ def _int8_zero_points(
     kernels (float32, exact cells, inputs and DAC, both operands within 8 bits); None for the
     others."""
     products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
-    exact_dac = policy.dac_bits is None or all(policy.dac_bits >= w for w in in_lay.widths)
-    exact = policy.is_noise_free and exact_dac
+    exact = policy.is_noise_free and _exact_dac(policy, in_lay) and depth_fits(policy.array_rows)
     if x.dtype != torch.float32 or not exact or not int8_enabled(x.device):
         return (None,) * len(products)
     zero_points = []
@@ -350,7 +352,7 @@ def _int8_zero_points(
 
 def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> torch.Tensor:
     """DAC of each input plane: digits with fewer DAC levels than digit values are rounded."""
-    if policy.dac_bits is None or all(policy.dac_bits >= w for w in layout.widths):
+    if _exact_dac(policy, layout):
         return digits
     levels = float((1 << policy.dac_bits) - 1)
     out = digits.clone()
@@ -478,8 +480,9 @@ def _int8_fused_matmul(
         or x_scale.numel() != 1
         or zero_point is None
         or not policy.is_noise_free
-        or not (policy.dac_bits is None or all(policy.dac_bits >= w for w in input_layout(policy, signed).widths))
+        or not _exact_dac(policy, input_layout(policy, signed))
         or not weights_fit(*code_range(policy.weight_bits, True))
+        or not depth_fits(programmed.geometry.padded)
         or not bool((scale == scale[:, :1]).all())
         or not int8_enabled(codes.device)
     ):
@@ -492,7 +495,8 @@ def _int8_fused_matmul(
             pack_linear(w_codes[i], scale[i, 0], (m, w_codes.shape[1])) for i in range(programmed.groups)
         ]
     x_codes = codes.flatten(2)
-    return torch.stack([int8_linear(x_codes[i], zero_point, mat, x_scale.item()) for i, mat in enumerate(packed)])
+    scale_x = x_scale.item()
+    return torch.stack([int8_linear(x_codes[i], zero_point, mat, scale_x) for i, mat in enumerate(packed)])
 
 
 def _rows_per_chunk(programmed: ProgrammedWeights, planes_in: int, planes_w: int, fused: bool,
@@ -553,9 +557,7 @@ def crossbar_matmul(
     steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, codes)
     fused = steps is None and observed_max is None and fuse
     w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
-    exact_inputs = policy.input_noise <= 0 and (
-        policy.dac_bits is None or all(policy.dac_bits >= wd for wd in in_lay.widths)
-    )
+    exact_inputs = policy.input_noise <= 0 and _exact_dac(policy, in_lay)
     cache = {} if kernel_cache is None else kernel_cache
     if fused:  # ideal ADC: the shift-add is linear; one GEMM of rescaled operands over all tiles
         y = _int8_fused_matmul(codes, x_scale, programmed, policy, signed, cache)
@@ -578,7 +580,8 @@ def crossbar_matmul(
         zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
         key = ("int8_tiles", plan)
         w_kernels = _row_kernels(w_mat) if zero_points[0] is None else None
-        fused_kernels = [_row_kernels(w_f) if zp is None else None for w_f, zp in zip(fused_w, zero_points[1:])]
+        fused_kernels = [_row_kernels(w_f) if zp is None else None
+                         for w_f, zp in zip(fused_w, zero_points[1:])]
     out = torch.empty(g, codes.shape[1], n, dtype=dtype, device=x.device)
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
     for start in range(0, codes.shape[1], step_rows):
@@ -610,10 +613,12 @@ def crossbar_matmul(
                 tile_sum[tiles] = torch.einsum("asbpc,sp->abc", partial, pair_coeffs)
             else:
                 levels = float((1 << policy.adc_bits) - 1)
-                tile_sum[tiles] = adc_shift_add(partial, steps[a_in][:, a_w].contiguous(), pair_coeffs, levels)
+                block_steps = steps[a_in][:, a_w].contiguous()
+                tile_sum[tiles] = adc_shift_add(partial, block_steps, pair_coeffs, levels)
         tile_sum = tile_sum.view(g, t, mc, n) + offsets
         for j, ((ins, _), w_f) in enumerate(zip(plan.fused, fused_w)):
-            x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)]).reshape(g * t, mc, r)
+            x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)])
+            x_f = x_f.reshape(g * t, mc, r)
             pieces = _tile_products(x_f, w_f, fused_kernels[j], zero_points[j + 1], cache, (key, j))
             for tiles, product in pieces:
                 tile_sum.view(g * t, mc, n)[tiles] += product

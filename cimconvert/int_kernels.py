@@ -28,6 +28,7 @@ __all__ = [
     "input_zero_point",
     "to_uint8",
     "weights_fit",
+    "depth_fits",
     "Int8Conv",
     "pack_conv",
     "int8_conv2d",
@@ -92,6 +93,12 @@ def input_zero_point(low: float, high: float) -> int | None:
 def weights_fit(low: float, high: float) -> bool:
     """Whether integers in ``[low, high]`` fit ``int8``."""
     return low >= -128 and high <= 127
+
+
+def depth_fits(depth: int) -> bool:
+    """Whether sums of ``depth`` products of 8-bit operands stay exact in the int32 accumulator
+    (``depth * 255 * 128 < 2**31``: up to 65,793 rows)."""
+    return depth * 255 * 128 < 2**31
 
 
 def to_uint8(x: torch.Tensor, zero_point: int) -> torch.Tensor:

@@ -210,3 +210,13 @@ def test_int8_turns_itself_off_where_products_saturate():
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_deep_products_that_could_overflow_int32_stay_float():
+    assert int_kernels.depth_fits(65_793) and not int_kernels.depth_fits(65_794)
+    torch.manual_seed(0)
+    layer = CrossbarLinear.from_float(nn.Linear(70_000, 2), get_policy("ideal", array_rows=65_536))
+    with torch.no_grad():
+        y = layer(torch.randn(3, 70_000).relu())
+    assert torch.isfinite(y).all()
+    assert not any(isinstance(v, list) for v in layer._kernel_cache.values())
