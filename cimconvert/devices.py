@@ -357,9 +357,12 @@ def read_cells(
         return cells
     factor = torch.randn(cells.shape, generator=generator, device=cells.device, dtype=cells.dtype)
     factor.mul_(policy.read_noise).exp_()
-    # in place: a layer's cells are tens of MB, and every temporary would be another copy
-    read = cells * factor
-    return read.add_(factor.sub_(1.0).mul_(off_counts(policy, levels, cells)))
+    # the conductance G = (cells + off) scales by the factor; in place, a plane at a time: a
+    # layer's cells are tens of MB and every full-size temporary would be another copy
+    off = off_counts(policy, levels, cells)
+    for p in range(cells.shape[0]):
+        factor[p].mul_(cells[p] + off[p]).sub_(off[p])
+    return factor
 
 
 # -- IR drop --------------------------------------------------------------------------------------
