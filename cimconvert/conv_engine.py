@@ -41,8 +41,8 @@ from .int_kernels import (
     depth_fits, int8_conv2d, int8_enabled, input_zero_point, pack_conv, to_uint8, weights_fit,
 )
 from .policy import Policy
-from .slicing import SliceLayout, to_digits
 from .quantize import block_scale, code_range, quantize_codes
+from .slicing import to_digits
 
 __all__ = ["tiled_conv_eligible", "crossbar_conv2d", "int8_fused_conv2d"]
 

@@ -22,7 +22,7 @@ from .finetune import finetune
 from .io_utils import staged_directory
 from .models import create_model
 from .runner import (
-    RunConfig, build_policy_map, default_out_dir, format_results, model_source, resolve_device,
+    RunConfig, build_policy_map, default_out_dir, format_results, resolve_device, saved_model_source,
 )
 from .serialization import save
 
@@ -97,5 +97,5 @@ def run_finetune(config: RunConfig, *, train_split: str = "train", **training: A
         with staged_directory(out) as staging:
             (staging / f"results.{config.results_format}").write_text(
                 format_results(results, config.results_format), encoding="utf-8")
-            save(converted, staging / "model.safetensors", source=model_source(config))
+            save(converted, staging / "model.safetensors", source=saved_model_source(config))
     return {**results, "out": str(out)}

@@ -420,11 +420,11 @@ def run_job(config: RunConfig) -> JobResult:
         results_path = staging / f"results.{config.results_format}"
         results_path.write_text(format_results(results, config.results_format), encoding="utf-8")
         if save is not None:
-            save(measured.converted, staging / "model.safetensors", source=model_source(config))
+            save(measured.converted, staging / "model.safetensors", source=saved_model_source(config))
     return JobResult(results=results, report=measured.report, out=out)
 
 
-def model_source(config: RunConfig) -> dict[str, Any]:
+def saved_model_source(config: RunConfig) -> dict[str, Any]:
     """How :func:`cimconvert.load` rebuilds the float architecture of a saved model."""
     kwargs = {"num_classes": config.num_classes} if config.num_classes is not None else {}
     return {"model": config.model, "kwargs": kwargs}

@@ -12,7 +12,6 @@ from cimconvert import CrossbarLinear, Policy, get_policy
 from cimconvert.crossbar import program_weights, weight_layout
 from cimconvert.devices import off_counts, read_cells
 from cimconvert.seeding import make_generator
-from cimconvert.slicing import to_digits
 
 
 def snr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:

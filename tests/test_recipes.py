@@ -16,7 +16,7 @@ import yaml
 from cimconvert import CimConvertError, ModelError, PolicyError, get_policy
 from cimconvert.cli import main
 from cimconvert.models import model_source
-from cimconvert.recipes import load_recipe, recipe_from_dict, run_recipe
+from cimconvert.recipes import load_recipe, run_recipe
 from cimconvert.runner import build_policy_map
 from cimconvert.sweep import SweepResult, expand_grid
 
