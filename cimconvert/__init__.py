@@ -1,7 +1,7 @@
 """cimconvert: convert any PyTorch vision model to a bit-sliced memristive crossbar simulation."""
 
 from .calibration import calibrate
-from .convert import ConversionInfo, conversion_info, convert, crossbar_layers, digital_ops
+from .convert import ConversionInfo, conversion_info, convert, crossbar_layers, digital_ops, set_chunk_budget
 from .crossbar import ProgrammedWeights, crossbar_matmul, program_weights
 from .devices import DeviceModel, get_device, list_devices, register_device
 from .drift import set_time
@@ -72,6 +72,7 @@ __all__ = [
     "list_devices",
     "register_device",
     "set_time",
+    "set_chunk_budget",
     "finetune",
     "save",
     "load",

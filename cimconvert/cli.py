@@ -80,6 +80,8 @@ def _job_parser() -> argparse.ArgumentParser:
     group.add_argument("--limit", type=int, metavar="N", help="evaluate N images, evenly spaced")
     group.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     group.add_argument("--seed", type=int, default=0, help="chip seed (noise draws, faults)")
+    group.add_argument("--chunk-mb", type=float, metavar="MB",
+                       help="working-memory budget of each crossbar product (default: 32)")
     group.add_argument("--trials", type=int, default=1,
                        help="converted evaluations on freshly programmed chips (mean and std)")
     group.add_argument("--time", type=parse_times, default=(), metavar="T1,T2,...",
@@ -121,7 +123,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         calib_size=args.calib_size, batch_size=args.batch_size, workers=args.workers, limit=args.limit,
         device=args.device, seed=args.seed, trials=args.trials, out=args.out,
         results_format=args.results_format, save_model=args.save_model, progress=not args.quiet,
-        times=tuple(args.time),
+        times=tuple(args.time), chunk_mb=args.chunk_mb,
     )
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .calibration import calibrate
-from .convert import convert
+from .convert import convert, set_chunk_budget
 from .data import (
     create_dataset,
     create_eval_transform,
@@ -106,6 +106,9 @@ class RunConfig:
     """Also save the converted model (``model.safetensors``, via :func:`cimconvert.save`)."""
     progress: bool = True
     """Show progress bars."""
+    chunk_mb: float | None = None
+    """Working-memory budget of each crossbar product, MiB (None: the engine's default,
+    :func:`cimconvert.set_chunk_budget`)."""
     times: tuple[float, ...] | str = ()
     """Also measure the converted accuracy this many seconds after programming (drifting devices,
     :func:`cimconvert.set_time`); a string is read by :func:`cimconvert.drift.parse_times`
@@ -119,6 +122,9 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DataError(f"{name}={value!r} is invalid; allowed: an integer >= 1.")
+        if self.chunk_mb is not None and (isinstance(self.chunk_mb, bool) or not isinstance(
+                self.chunk_mb, (int, float)) or not self.chunk_mb > 0):
+            raise CimConvertError(f"chunk_mb={self.chunk_mb!r} is invalid; allowed: a number > 0 (MiB).")
         if self.results_format not in RESULTS_FORMATS:
             raise OutputError(f"Results format {self.results_format!r} is unknown; allowed: "
                               f"{', '.join(RESULTS_FORMATS)}.")
@@ -358,6 +364,8 @@ def measure_policy(config: RunConfig, job: PreparedJob, policy_map: PolicyMap) -
     ``job.calib``, evaluate ``config.trials`` chips (and every time of ``config.times``) and build
     the deployment report."""
     converted = convert(job.model, policy_map, example_inputs=job.calib, seed=config.seed)
+    if config.chunk_mb is not None:
+        set_chunk_budget(converted, config.chunk_mb)
     calibrate(converted, job.calib)
     results: dict[str, Any] = {}
     if job.loader is not None and job.float_metrics is not None:

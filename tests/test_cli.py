@@ -172,6 +172,7 @@ def _not_a_directory(tmp_path: Path) -> str:
     (["digits_cnn", "--policy", "slc2mlc3", "--data-dir", "no/such/dir"], "'no/such/dir' does not exist"),
     (["digits_cnn", "--policy", "slc2mlc3", "--out", _not_a_directory], "is not a directory"),
     (["resnet18", "--policy", "slc2mlc3"], "--checkpoint FILE .* or --random-weights"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--chunk-mb", "0"], "chunk_mb=0.0 is invalid"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     args = [a(tmp_path) if callable(a) else a for a in args]

@@ -11,7 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from cimconvert import CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, load, save
+from cimconvert import (
+    CimConvertError, CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, load, save,
+    set_chunk_budget,
+)
 from cimconvert import adc, int_kernels
 from cimconvert.slicing import slice_layout, to_digits
 
@@ -220,3 +223,19 @@ def test_deep_products_that_could_overflow_int32_stay_float():
         y = layer(torch.randn(3, 70_000).relu())
     assert torch.isfinite(y).all()
     assert not any(isinstance(v, list) for v in layer._kernel_cache.values())
+
+
+def test_the_chunk_budget_bounds_work_not_numbers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 64, 4))
+    converted = convert(model, get_policy("slc2mlc3", adc_bits=6))
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = converted(x)
+        assert set_chunk_budget(converted, 1e-4) == 2
+        assert {layer.chunk_bytes for layer in crossbar_layers(converted).values()} == {104}
+        for layer in crossbar_layers(converted).values():
+            layer.read_count = 0  # the same read-noise draws as the first forward
+        assert torch.equal(converted(x), want)
+    with pytest.raises(CimConvertError, match="Chunk budget -1 MiB is invalid"):
+        set_chunk_budget(converted, -1)
