@@ -30,18 +30,18 @@ from .crossbar import (
     _input_planes,
     _int8_zero_points,
     _read_weights,
+    _tile_invariant,
     adc_steps,
     effective_weight,
     input_absmax,
     input_layout,
+    int8_fused_zero_point,
     pair_plan,
     weight_layout,
 )
-from .int_kernels import (
-    depth_fits, int8_conv2d, int8_enabled, input_zero_point, pack_conv, to_uint8, weights_fit,
-)
+from .int_kernels import int8_conv2d, pack_conv, to_uint8
 from .policy import Policy
-from .quantize import block_scale, code_range, quantize_codes
+from .quantize import block_scale, quantize_codes
 from .slicing import to_digits
 
 __all__ = ["tiled_conv_eligible", "crossbar_conv2d", "int8_fused_conv2d"]
@@ -55,11 +55,6 @@ def tiled_conv_eligible(policy: Policy, signed: bool) -> bool:
         and input_layout(policy, signed).offset == 0
         and weight_layout(policy).offset == 0
     )
-
-
-def _tile_invariant(scale: torch.Tensor) -> bool:
-    """Whether the ``(G, T, N)`` weight scales are the same in every row tile (per channel/tensor)."""
-    return bool((scale == scale[:, :1]).all())
 
 
 def int8_fused_conv2d(
@@ -76,20 +71,11 @@ def int8_fused_conv2d(
     """The ideal-converter convolution (:func:`~.crossbar.fused_conv_eligible`) of the padded
     float32 input ``x`` as one exact int8 convolution of its codes with the weight codes, rescaled.
 
-    Returns float32 ``(B, G * N, H_out, W_out)``, or None when it does not apply: cells that do not
-    read their ideal digits, codes wider than 8 bits, weight scales that differ between row
-    tiles, or no int8 kernel on this device. ``kernel_cache`` keeps the packed weight.
+    Returns float32 ``(B, G * N, H_out, W_out)``, or None when it does not apply
+    (:func:`~.crossbar.int8_fused_zero_point`). ``kernel_cache`` keeps the packed weight.
     """
-    zero_point = input_zero_point(*code_range(policy.input_bits, signed))
-    if (
-        x.dtype != torch.float32
-        or zero_point is None
-        or not policy.cells_exact
-        or not weights_fit(*code_range(policy.weight_bits, True))
-        or not depth_fits(programmed.geometry.k)
-        or not _tile_invariant(programmed.scale)
-        or not int8_enabled(x.device)
-    ):
+    zero_point = int8_fused_zero_point(x, programmed, policy, signed, programmed.geometry.k)
+    if zero_point is None:
         return None
     conv = kernel_cache.get("int8_fused")
     if conv is None:

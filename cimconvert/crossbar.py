@@ -46,6 +46,7 @@ __all__ = [
     "PairPlan",
     "pair_plan",
     "effective_weight",
+    "int8_fused_zero_point",
     "DEFAULT_CHUNK_BYTES",
 ]
 
@@ -465,34 +466,49 @@ def _tile_products(
         yield slice(i, i + 1), int8_linear(x[i], zero_point, mat, 1.0).unsqueeze(0)
 
 
+def _tile_invariant(scale: torch.Tensor) -> bool:
+    """Whether the ``(G, T, N)`` weight scales are the same in every row tile (per channel/tensor)."""
+    return bool((scale == scale[:, :1]).all())
+
+
+def int8_fused_zero_point(
+    x: torch.Tensor, programmed: ProgrammedWeights, policy: Policy, signed: bool, depth: int
+) -> int | None:
+    """Input zero point when an ideal-converter product of ``x`` runs as one exact int8 product of
+    input codes and weight codes ``depth`` rows deep; None when it does not apply: not float32,
+    inexact cells, inputs or DAC, codes wider than 8 bits, an int32 accumulator too shallow,
+    weight scales that differ between row tiles, or no int8 kernel on this device."""
+    zero_point = input_zero_point(*code_range(policy.input_bits, signed))
+    if (
+        x.dtype != torch.float32
+        or zero_point is None
+        or not policy.is_noise_free
+        or not _exact_dac(policy, input_layout(policy, signed))
+        or not weights_fit(*code_range(policy.weight_bits, True))
+        or not depth_fits(depth)
+        or not _tile_invariant(programmed.scale)
+        or not int8_enabled(x.device)
+    ):
+        return None
+    return zero_point
+
+
 def _int8_fused_matmul(
     codes: torch.Tensor, x_scale: torch.Tensor, programmed: ProgrammedWeights, policy: Policy,
     signed: bool, cache: dict,
 ) -> torch.Tensor | None:
     """The ideal-converter product of float32 input ``codes`` ``(G, M, T, R)`` as one exact int8
     product per group of input codes and weight codes, rescaled: ``(G, M, N)``; None when it does
-    not apply (per-row or per-tile input scales, weight scales that differ between row tiles,
-    inexact cells or converters, codes wider than 8 bits, no int8 kernel here)."""
-    zero_point = input_zero_point(*code_range(policy.input_bits, signed))
-    scale = programmed.scale
-    if (
-        codes.dtype != torch.float32
-        or x_scale.numel() != 1
-        or zero_point is None
-        or not policy.is_noise_free
-        or not _exact_dac(policy, input_layout(policy, signed))
-        or not weights_fit(*code_range(policy.weight_bits, True))
-        or not depth_fits(programmed.geometry.padded)
-        or not bool((scale == scale[:, :1]).all())
-        or not int8_enabled(codes.device)
-    ):
+    not apply (:func:`int8_fused_zero_point`, or per-row or per-tile input scales)."""
+    zero_point = int8_fused_zero_point(codes, programmed, policy, signed, programmed.geometry.padded)
+    if zero_point is None or x_scale.numel() != 1:
         return None
     packed = cache.get("int8_fused_matmul")
     if packed is None:
         w_codes = effective_weight(programmed, policy, dtype=torch.float32, rescale=False)
-        g, m = codes.shape[:2]
+        rows = (codes.shape[1], w_codes.shape[1])
         packed = cache["int8_fused_matmul"] = [
-            pack_linear(w_codes[i], scale[i, 0], (m, w_codes.shape[1])) for i in range(programmed.groups)
+            pack_linear(w_codes[i], programmed.scale[i, 0], rows) for i in range(programmed.groups)
         ]
     x_codes = codes.flatten(2)
     scale_x = x_scale.item()
@@ -582,6 +598,9 @@ def crossbar_matmul(
         w_kernels = _row_kernels(w_mat) if zero_points[0] is None else None
         fused_kernels = [_row_kernels(w_f) if zp is None else None
                          for w_f, zp in zip(fused_w, zero_points[1:])]
+        if steps is not None:
+            levels = float((1 << policy.adc_bits) - 1)
+            block_steps = steps[a_in][:, a_w].contiguous()
     out = torch.empty(g, codes.shape[1], n, dtype=dtype, device=x.device)
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
     for start in range(0, codes.shape[1], step_rows):
@@ -612,8 +631,6 @@ def crossbar_matmul(
             if steps is None:
                 tile_sum[tiles] = torch.einsum("asbpc,sp->abc", partial, pair_coeffs)
             else:
-                levels = float((1 << policy.adc_bits) - 1)
-                block_steps = steps[a_in][:, a_w].contiguous()
                 tile_sum[tiles] = adc_shift_add(partial, block_steps, pair_coeffs, levels)
         tile_sum = tile_sum.view(g, t, mc, n) + offsets
         for j, ((ins, _), w_f) in enumerate(zip(plan.fused, fused_w)):

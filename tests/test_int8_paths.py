@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 import subprocess
 import sys
 
@@ -39,6 +40,21 @@ def _outputs(layer: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch,
         return layer(x)
 
 
+def _assert_int8_equals_float(layer: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch, name: str,
+                              packed: Callable[[object], bool]) -> None:
+    """For signed and unsigned inputs: the int8 path is taken (a ``packed`` kernel is cached) and
+    equals the float32 path bit for bit with an ADC, the float64 path within 1e-6 without one."""
+    for inputs in (x, x.relu()):
+        fast = _outputs(layer, inputs, monkeypatch, int8=True)
+        assert any(packed(v) for v in layer._kernel_cache.values()), "int8 path not taken"
+        plain = _outputs(layer, inputs, monkeypatch, int8=False)
+        if INT8_CASES[name].adc_bits is not None:
+            assert torch.equal(fast, plain)
+        else:
+            exact = _outputs(layer, inputs.double(), monkeypatch, int8=False)
+            assert ((fast.double() - exact).abs().max() / exact.abs().max()).item() < 1e-6
+
+
 @needs_int8
 @pytest.mark.parametrize("name", list(INT8_CASES))
 @pytest.mark.parametrize("groups", [1, 4])
@@ -49,16 +65,12 @@ def test_int8_convolution_equals_the_float_paths(monkeypatch, name, groups):
     conv = nn.Conv2d(48, 24, 3, stride=2, padding=1, groups=groups)
     layer = CrossbarConv2d.from_float(conv, INT8_CASES[name].replace(array_rows=64))
     x = torch.randn(2, 48, 13, 13)
-    for inputs in (x, x.relu()):
-        fast = _outputs(layer, inputs, monkeypatch, int8=True)
-        assert any(isinstance(v, int_kernels.Int8Conv) or (isinstance(v, tuple) and isinstance(
-            v[0], int_kernels.Int8Conv)) for v in layer._kernel_cache.values()), "int8 path not taken"
-        plain = _outputs(layer, inputs, monkeypatch, int8=False)
-        if INT8_CASES[name].adc_bits is not None:
-            assert torch.equal(fast, plain)
-        else:
-            exact = _outputs(layer, inputs.double(), monkeypatch, int8=False)
-            assert ((fast.double() - exact).abs().max() / exact.abs().max()).item() < 1e-6
+
+    def packed(entry: object) -> bool:
+        return isinstance(entry, int_kernels.Int8Conv) or (
+            isinstance(entry, tuple) and isinstance(entry[0], int_kernels.Int8Conv))
+
+    _assert_int8_equals_float(layer, x, monkeypatch, name, packed)
 
 
 @needs_int8
@@ -151,16 +163,11 @@ def test_int8_linear_equals_the_float_paths(monkeypatch, name):
     torch.manual_seed(0)
     layer = CrossbarLinear.from_float(nn.Linear(150, 40), INT8_CASES[name].replace(array_rows=64))
     x = torch.randn(3, 7, 150)
-    for inputs in (x, x.relu()):
-        fast = _outputs(layer, inputs, monkeypatch, int8=True)
-        assert any(isinstance(v, list) and isinstance(v[0], int_kernels.Int8Linear)
-                   for v in layer._kernel_cache.values()), "int8 path not taken"
-        plain = _outputs(layer, inputs, monkeypatch, int8=False)
-        if INT8_CASES[name].adc_bits is not None:
-            assert torch.equal(fast, plain)
-        else:
-            exact = _outputs(layer, inputs.double(), monkeypatch, int8=False)
-            assert ((fast.double() - exact).abs().max() / exact.abs().max()).item() < 1e-6
+
+    def packed(entry: object) -> bool:
+        return isinstance(entry, list) and isinstance(entry[0], int_kernels.Int8Linear)
+
+    _assert_int8_equals_float(layer, x, monkeypatch, name, packed)
 
 
 @needs_int8
