@@ -29,7 +29,6 @@ from .crossbar import (
     _exact_dac,
     _input_planes,
     _int8_zero_points,
-    _read_weights,
     _tile_invariant,
     adc_steps,
     effective_weight,
@@ -37,6 +36,7 @@ from .crossbar import (
     input_layout,
     int8_fused_zero_point,
     pair_plan,
+    read_tile,
     weight_layout,
 )
 from .int_kernels import int8_conv2d, pack_conv, to_uint8
@@ -114,14 +114,15 @@ def _output_blocks(batch: int, rows: int, row_bytes: int, chunk_bytes: int) -> l
 def _tile_kernel(
     planes: torch.Tensor, t: int, k: int, rows: int, kernel: tuple[int, int]
 ) -> tuple[torch.Tensor, int, int]:
-    """Kernel ``(G * V * N, c1 - c0, kh, kw)`` of row tile ``t`` from ``planes`` ``(G, T, R, V, N)``."""
-    g, _, _, v, n = planes.shape
+    """Kernel ``(G * V * N, c1 - c0, kh, kw)`` of row tile ``t`` from its cells ``planes``
+    ``(G, R, V, N)``."""
+    g, _, v, n = planes.shape
     k2 = kernel[0] * kernel[1]
     start = t * rows
     used = min(rows, k - start)
     c0, c1 = start // k2, math.ceil((start + used) / k2)
     buf = planes.new_zeros(g, (c1 - c0) * k2, v, n)
-    buf[:, start - c0 * k2 : start - c0 * k2 + used] = planes[:, t, :used]
+    buf[:, start - c0 * k2 : start - c0 * k2 + used] = planes[:, :used]
     return buf.permute(0, 2, 3, 1).reshape(g * v * n, c1 - c0, *kernel), c0, c1
 
 
@@ -166,9 +167,9 @@ def crossbar_conv2d(
     else:
         digits = _input_planes(codes, in_lay, policy, generator)
     del codes
-    cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)  # (G, T, R, P, N)
-    g, t_count, rows, _, n = cells.shape
-    steps = adc_steps(policy, in_lay, w_lay, adc_full_scale, cells)
+    g, n, rows = programmed.groups, programmed.columns, programmed.geometry.rows
+    t_count = programmed.geometry.tiles
+    steps = adc_steps(policy, in_lay, w_lay, adc_full_scale, x)
     all_pairs = PairPlan(tuple(range(in_lay.planes)), tuple(range(w_lay.planes)), ())
     plan = pair_plan(policy, in_lay, w_lay, steps) if steps is not None and fuse else all_pairs
     in_c = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)
@@ -176,34 +177,53 @@ def crossbar_conv2d(
     a_in, a_w = list(plan.adc_inputs), list(plan.adc_weights)
     pair_coeffs = torch.outer(in_c[a_in], w_c[a_w])
     fused_x = [_combine(digits, ins, in_lay.coeffs, dtype) for ins, _ in plan.fused]
-    fused_w = [torch.einsum("gtrpn,p->gtrn", cells[:, :, :, list(p)], w_c[list(p)]).unsqueeze(3)
-               for _, p in plan.fused]
     x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
-    w_block = cells[:, :, :, a_w] if len(a_w) < w_lay.planes else cells
     zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
     # exact small integers run on int8 kernels: their operands are converted once
     fused_x = [x_f if zp is None else to_uint8(x_f, zp) for x_f, zp in zip(fused_x, zero_points[1:])]
-    cache = kernel_cache if kernel_cache is not None and policy.read_noise <= 0 else {}
+    cache = kernel_cache if policy.read_noise <= 0 else None
     key = (dtype, tuple(a_w), plan.fused, zero_points)
     k = programmed.geometry.k
 
-    def tile_conv(which: int, planes: torch.Tensor, t: int, x_all: torch.Tensor) -> torch.Tensor:
-        """Convolution of row tile ``t``'s channels of ``x_all`` ``(..., C, H, W)`` with its kernel."""
-        zero_point = zero_points[which + 1]
-        entry = cache.get((key, which, t))
+    def tile_weights(t: int) -> dict[int, torch.Tensor]:
+        """Row tile ``t``'s read cells per product (-1: the ADC block, j: fused pair j),
+        ``(G, R, V, N)``, from one read of the tile."""
+        cells = read_tile(programmed, policy, w_lay, generator, t, dtype)  # (G, R, P, N)
+        weights = {-1: cells[:, :, a_w] if len(a_w) < w_lay.planes else cells}
+        for j, (_, ws) in enumerate(plan.fused):
+            weights[j] = torch.einsum("grpn,p->grn", cells[:, :, list(ws)], w_c[list(ws)]).unsqueeze(2)
+        return weights
+
+    reads: dict[int, dict[int, torch.Tensor]] = {}  # the tile being processed: its read cells
+    made: dict[tuple[int, int], tuple[torch.Tensor, int, int]] = {}  # and its kernels
+
+    def tile_kernel(which: int, t: int, x_all: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Row tile ``t``'s kernel for product ``which``, from one read of the tile (kept in
+        ``cache`` when the cells read noise-free)."""
+        entry = made.get((which, t)) or (cache.get((key, which, t)) if cache is not None else None)
         if entry is None:
-            weight, c0, c1 = _tile_kernel(planes, t, k, rows, kernel)
-            if zero_point is not None:
+            if t not in reads:  # the first product of a new tile: read it
+                reads.clear()
+                made.clear()
+                reads[t] = tile_weights(t)
+            weight, c0, c1 = _tile_kernel(reads[t][which], t, k, rows, kernel)
+            if zero_points[which + 1] is not None:
                 x_shape = (x_all.shape[:-3].numel(), g * (c1 - c0), *x_all.shape[-2:])
                 weight = pack_conv(weight, torch.ones(weight.shape[0]), stride, dilation, g, x_shape)
-            entry = cache[(key, which, t)] = weight, c0, c1
-        weight, c0, c1 = entry
+            entry = made[(which, t)] = weight, c0, c1
+            if cache is not None:
+                cache[(key, which, t)] = entry
+        return entry
+
+    def tile_conv(which: int, t: int, x_all: torch.Tensor) -> torch.Tensor:
+        """Convolution of row tile ``t``'s channels of ``x_all`` ``(..., C, H, W)`` with its kernel."""
+        weight, c0, c1 = tile_kernel(which, t, x_all)
         xs = _channels(x_all, g, c0, c1).flatten(0, -4)
-        if zero_point is None:
+        if zero_points[which + 1] is None:
             xs = xs.to(dtype).contiguous(memory_format=torch.channels_last)
             part = F.conv2d(xs, weight, None, stride, 0, dilation, g)
         else:
-            part = int8_conv2d(xs, zero_point, weight, 1.0)
+            part = int8_conv2d(xs, zero_points[which + 1], weight, 1.0)
         # channels last: the (input plane, image, pixel) rows of the ADC block are contiguous
         return part.contiguous(memory_format=torch.channels_last)
 
@@ -220,11 +240,13 @@ def crossbar_conv2d(
     tile_invariant = _tile_invariant(w_scale)
     for t in range(t_count):
         scale_t = w_scale[:, (0 if tile_invariant else t)].reshape(1, g * n, 1, 1)
-        if a_in:
-            for images, out_rows in blocks:
-                in_rows = slice(out_rows.start * stride[0],
-                                (out_rows.stop - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1)
-                part = tile_conv(-1, w_block, t, x_block[:, images, :, in_rows])
+        for images, out_rows in blocks:
+            in_rows = slice(out_rows.start * stride[0],
+                            (out_rows.stop - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1)
+            # out[...] += (not an alias kept across statements): the ONNX tracer records indexed
+            # updates, not in-place updates through a view
+            if a_in:
+                part = tile_conv(-1, t, x_block[:, images, :, in_rows])
                 bc, h_c = part.shape[0] // len(a_in), part.shape[2]
                 # memory order (plane, image, y, x, group, weight plane, column)
                 part = part.permute(0, 2, 3, 1).reshape(1, len(a_in), bc * h_c * w_out * g, len(a_w), n)
@@ -234,9 +256,9 @@ def crossbar_conv2d(
                     tile = adc_shift_add(part, step_block, pair_coeffs, levels)
                 tile = tile.view(bc, h_c, w_out, g * n).permute(0, 3, 1, 2)
                 out[images, :, out_rows] += tile if tile_invariant else tile * scale_t
-        for j, (x_f, w_f) in enumerate(zip(fused_x, fused_w)):
-            part = tile_conv(j, w_f, t, x_f)
-            out += part if tile_invariant else part * scale_t
+            for j, x_f in enumerate(fused_x):
+                part = tile_conv(j, t, x_f[images, :, in_rows])
+                out[images, :, out_rows] += part if tile_invariant else part * scale_t
     if tile_invariant:
         out *= w_scale[:, 0].reshape(1, g * n, 1, 1)
     return out.mul_(x_scale)

@@ -54,6 +54,10 @@ DEFAULT_CHUNK_BYTES = 32 * 2**20
 """Upper bound on the per-chunk intermediate memory of one crossbar product (bytes)."""
 PROGRAM_CHUNK_CELLS = 1 << 20
 """Cells programmed per step (bounds the memory of programming very large layers)."""
+HALF_CELL_ERROR = 1 / 32
+"""Noisy float32 cells are stored in float16 when float16's rounding error (rms over the layer) is
+at most this fraction of the programming deviation's rms (over the cells programmed off their
+level; stuck and exact cells round exactly): the deviation's variance changes by at most 0.1 %."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ class ProgrammedWeights:
 
     cells: torch.Tensor
     """``(G, T, R, P * N)`` programmed cell values in count units (see :mod:`.devices`); ``uint8``
-    digits for exact cells (:func:`cell_dtype`)."""
+    digits for exact cells (:func:`cell_dtype`), float16 for noisy cells where that is lossless
+    enough (:data:`HALF_CELL_ERROR`); readers convert (:func:`read_tile`)."""
     scale: torch.Tensor
     """``(G, T, N)`` weight scale of every column of every row tile."""
     code_colsum: torch.Tensor
@@ -153,13 +158,23 @@ def cell_dtype(policy: Policy, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _half_precision_error(cells: torch.Tensor, digits: torch.Tensor) -> tuple[float, float]:
+    """Sums of squares of ``cells``' float16 rounding error and of their programming deviation
+    from ``digits`` over the cells off their level (a non-integer deviation)."""
+    rounding = (cells - cells.half().to(cells.dtype)).square().sum()
+    deviation = cells - digits
+    off_level = deviation != deviation.round()
+    return float(rounding), float(deviation.square().mul_(off_level).sum())
+
+
 def program_weights(
     w: torch.Tensor, policy: Policy, generator: torch.Generator | None = None
 ) -> ProgrammedWeights:
     """Quantize, slice and program ``w`` of shape ``(G, K, N)``; draw programming noise and faults.
 
     The result is in the dtype of ``w`` (float64 stays float64 for exact comparisons); cells in
-    :func:`cell_dtype`.
+    :func:`cell_dtype`, or float16 when float32 cells round to it within :data:`HALF_CELL_ERROR`
+    of their programming noise.
     """
     g, k, n = w.shape
     geometry = tile_geometry(k, policy.array_rows)
@@ -173,16 +188,22 @@ def program_weights(
     shape = (g, geometry.tiles, geometry.rows, layout.planes, n)
     cells = torch.empty(shape, dtype=cell_dtype(policy, w.dtype), device=w.device)
     coeffs: torch.Tensor | None = None
+    rounding = deviation = 0.0  # float16 rounding error and programming deviation, sums of squares
     # a few million cells at a time: the digit planes of a 100M-weight layer would not fit at once
     step = max(1, PROGRAM_CHUNK_CELLS // (g * geometry.padded * layout.planes))
     for c0 in range(0, n, step):
         digits = to_digits(codes[..., c0 : c0 + step], layout)  # (P, G, T, R, n_chunk)
         chunk, chunk_coeffs = program_cells(digits, layout.levels, policy, generator)
         cells[..., c0 : c0 + step] = chunk.permute(1, 2, 3, 0, 4)
+        if cells.dtype == torch.float32:
+            chunk_rounding, chunk_deviation = _half_precision_error(chunk, digits)
+            rounding, deviation = rounding + chunk_rounding, deviation + chunk_deviation
         if chunk_coeffs is not None:
             if coeffs is None:
                 coeffs = torch.empty(shape, dtype=w.dtype, device=w.device)
             coeffs[..., c0 : c0 + step] = chunk_coeffs.permute(1, 2, 3, 0, 4)
+    if cells.dtype == torch.float32 and rounding <= HALF_CELL_ERROR**2 * deviation:
+        cells = cells.half()
     flat = (g, geometry.tiles, geometry.rows, -1)
     return ProgrammedWeights(cells.view(flat), scale.contiguous(), codes.sum(dim=2), geometry,
                              None if coeffs is None else coeffs.view(flat))
@@ -363,16 +384,37 @@ def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> tor
     return out
 
 
-def _read_weights(
-    programmed: ProgrammedWeights, policy: Policy, layout: SliceLayout, generator: torch.Generator | None
+def read_tile(
+    programmed: ProgrammedWeights, policy: Policy, layout: SliceLayout, generator: torch.Generator | None,
+    tile: int, dtype: torch.dtype,
 ) -> torch.Tensor:
-    """One read of the cells, ``(G, T, R, P, N)``."""
+    """One read of row tile ``tile``'s cells in ``dtype``, ``(G, R, P, N)``.
+
+    Read noise is drawn one tile at a time, tiles in order: a product that walks the tiles reads
+    each as it reaches it (one tile of noisy cells in memory) and draws the numbers that
+    :func:`_read_weights` draws for the whole layer.
+    """
+    g, t, r, _ = programmed.cells.shape
+    cells = programmed.cells.view(g, t, r, layout.planes, programmed.columns)[:, tile].to(dtype)
+    if policy.read_noise <= 0:
+        return cells
+    return read_cells(cells.permute(2, 0, 1, 3), layout.levels, policy, generator).permute(1, 2, 0, 3)
+
+
+def _read_weights(
+    programmed: ProgrammedWeights, policy: Policy, layout: SliceLayout, generator: torch.Generator | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """One read of the cells in ``dtype``, ``(G, T, R, P, N)``: :func:`read_tile` of every tile
+    in order."""
     g, t, r, _ = programmed.cells.shape
     cells = programmed.cells.view(g, t, r, layout.planes, programmed.columns)
     if policy.read_noise <= 0:
-        return cells
-    planes_first = cells.permute(3, 0, 1, 2, 4)
-    return read_cells(planes_first, layout.levels, policy, generator).permute(1, 2, 3, 0, 4)
+        return cells.to(dtype)
+    planes_first = torch.empty(cells.permute(3, 0, 1, 2, 4).shape, dtype=dtype, device=cells.device)
+    for tile in range(t):
+        planes_first[:, :, tile] = read_tile(programmed, policy, layout, generator, tile, dtype).permute(2, 0, 1, 3)
+    return planes_first.permute(1, 2, 3, 0, 4)
 
 
 def effective_weight(
@@ -391,7 +433,7 @@ def effective_weight(
     scale (the read codes: integers for exact cells).
     """
     layout = weight_layout(policy)
-    cells = _read_weights(programmed, policy, layout, generator).to(dtype)
+    cells = _read_weights(programmed, policy, layout, generator, dtype)
     coeffs = torch.tensor(layout.coeffs, dtype=dtype, device=cells.device)
     w = torch.einsum("gtrpn,p->gtrn", cells, coeffs)
     if with_offset and layout.offset:
@@ -581,7 +623,7 @@ def crossbar_matmul(
             return y
         w_mat = effective_weight(programmed, policy, generator, dtype, with_offset=False)
     else:
-        cells = _read_weights(programmed, policy, w_lay, generator).to(dtype)  # (G, T, R, P, N)
+        cells = _read_weights(programmed, policy, w_lay, generator, dtype)  # (G, T, R, P, N)
         plan = pair_plan(policy, in_lay, w_lay, steps) if steps is not None and fuse else PairPlan(
             tuple(range(in_lay.planes)), tuple(range(p_planes)), ())
         in_coeffs = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)

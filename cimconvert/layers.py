@@ -143,7 +143,7 @@ class CrossbarLayer(nn.Module):
         levels = weight_layout(self.policy).levels
         generator = make_generator(self.cells.device, self.seed, "drift", self.program_count,
                                    self.time_since_programming)
-        programmed = self._cell_planes(self.cells)
+        programmed = self._cell_planes(self.cells.to(self.weight_scale.dtype))
         coeffs = None if self.drift_coeffs is None else self._cell_planes(self.drift_coeffs)
         now = device.at_time(programmed, coeffs, levels, self.policy, self.time_since_programming, generator)
         self.cells_now = ir_drop(now, levels, self.policy).permute(1, 2, 3, 0, 4).reshape(self.cells.shape)
@@ -282,10 +282,12 @@ class CrossbarLayer(nn.Module):
         return {**super().__getstate__(), "_kernel_cache": {}}
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
+        cell_storage = self.cells.dtype
         super()._apply(fn, recurse)
-        # half-precision cells would round the programmed noise: keep the state in float32
-        # (exact cells stay uint8 digits)
-        for name in ("cells", "weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max",
+        # the cells keep their storage format (uint8 digits, float16 or float32 values: readers
+        # convert); half-precision state would round the programmed noise: keep it in float32
+        self._buffers["cells"] = self.cells.to(cell_storage)
+        for name in ("weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max",
                      "drift_coeffs", "cells_now", "scale_now"):
             buf = self._buffers.get(name)
             if buf is not None and buf.is_floating_point() and buf.dtype not in _STATE_DTYPES:

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from cimconvert import (
-    CimConvertError, CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, load, save,
-    set_chunk_budget,
+    CimConvertError, CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, set_chunk_budget,
 )
 from cimconvert import adc, int_kernels
 from cimconvert.slicing import slice_layout, to_digits
@@ -107,27 +106,6 @@ def test_byte_digits_equal_float_digits():
     for encoding in ("twos_complement", "differential"):
         layout = slice_layout((1, 1, 2, 2, 2), encoding)
         assert torch.equal(to_digits(codes, layout, torch.uint8).float(), to_digits(codes, layout))
-
-
-def _cells(model: nn.Module) -> torch.Tensor:
-    (layer,) = crossbar_layers(model).values()
-    return layer.cells
-
-
-def test_exact_chips_store_byte_cells_and_save_them(tmp_path):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(40, 8))
-    exact = convert(model, get_policy("slc2mlc3", adc_bits=6, **CLEAN))
-    noisy = convert(model, get_policy("slc2mlc3", adc_bits=6))
-    assert _cells(exact).dtype == torch.uint8 and _cells(noisy).dtype == torch.float32
-    assert _cells(exact).nbytes * 4 == _cells(noisy).nbytes
-    x = torch.randn(5, 40)
-    save(exact, tmp_path / "chip")
-    again = load(tmp_path / "chip", model=model)
-    assert _cells(again).dtype == torch.uint8
-    with torch.no_grad():
-        assert torch.equal(again(x), exact(x))
-    assert _cells(exact.double()).dtype == torch.uint8  # a dtype move leaves the digits alone
 
 
 def test_row_bands_of_a_large_image_equal_whole_images():
