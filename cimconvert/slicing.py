@@ -73,12 +73,15 @@ def slice_layout(widths: tuple[int, ...], encoding: str) -> SliceLayout:
     return SliceLayout(encoding, tuple(widths), shifts, tuple(coeffs), levels, offset)
 
 
-def to_digits(codes: torch.Tensor, layout: SliceLayout, dtype: torch.dtype | None = None) -> torch.Tensor:
+def to_digits(
+    codes: torch.Tensor, layout: SliceLayout, dtype: torch.dtype | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cut integer ``codes`` (any shape, integer-valued) into digit planes.
 
     Returns a tensor of shape ``(layout.planes, *codes.shape)`` in ``dtype`` (default: the dtype
     of ``codes``; ``torch.uint8`` holds any plane of up to 8 bits in a quarter of the memory),
-    holding integers in ``[0, levels[p]]``.
+    holding integers in ``[0, levels[p]]``; written into ``out`` when given (any strides, e.g. a
+    permuted view of the layout the caller multiplies in).
     """
     q = codes.to(torch.int32)  # operands have at most 16 bits
     bits = sum(layout.widths[: len(layout.widths) // (2 if layout.encoding == "differential" else 1)])
@@ -91,7 +94,8 @@ def to_digits(codes: torch.Tensor, layout: SliceLayout, dtype: torch.dtype | Non
     else:
         parts = (q,)
     n = len(layout.widths) // len(parts)
-    out = torch.empty((layout.planes, *codes.shape), dtype=dtype or codes.dtype, device=codes.device)
+    if out is None:
+        out = torch.empty((layout.planes, *codes.shape), dtype=dtype or codes.dtype, device=codes.device)
     for j, u in enumerate(parts):
         for i in range(n):
             out[j * n + i] = torch.bitwise_and(torch.bitwise_right_shift(u, layout.shifts[i]), layout.levels[i])

@@ -178,16 +178,15 @@ def test_a_layer_with_packed_kernels_copies_and_pickles(tmp_path):
         assert torch.equal(torch.load(tmp_path / "m.pt", weights_only=False)(x), want)
 
 
-def test_row_products_by_1x1_convolutions_equal_bmm():
-    from cimconvert.crossbar import _row_kernels, _tile_products
+def test_tile_products_on_cpu_come_one_tile_at_a_time_and_equal_bmm():
+    from cimconvert.crossbar import _tile_products
 
     gen = torch.Generator().manual_seed(0)
     x, w = torch.rand(3, 50, 128, generator=gen), torch.rand(3, 128, 70, generator=gen)
-    pieces = list(_tile_products(x, w, _row_kernels(w), None, {}, "k"))
+    pieces = list(_tile_products(x, w, None, {}, "k"))
     assert [tiles for tiles, _ in pieces] == [slice(i, i + 1) for i in range(3)]
     got = torch.cat([part for _, part in pieces])
     assert torch.allclose(got, torch.bmm(x.double(), w.double()).float(), rtol=1e-5, atol=1e-4)
-    assert _row_kernels(w.double()) is None  # float64 (the exact reference) stays on bmm
 
 
 @needs_int8
