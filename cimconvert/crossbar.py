@@ -38,6 +38,8 @@ __all__ = [
     "program_weights",
     "input_is_signed",
     "quantize_input",
+    "input_scales",
+    "input_codes",
     "input_absmax",
     "adc_steps",
     "fused_conv_eligible",
@@ -216,31 +218,54 @@ def input_is_signed(x: torch.Tensor, policy: Policy) -> bool:
     return policy.input_signed == "signed"
 
 
-def input_absmax(x: torch.Tensor, signed: bool) -> torch.Tensor:
-    """Largest magnitude of ``x`` a code must hold (negative values clip to 0 when unsigned)."""
-    return (x.abs() if signed else x.clamp(min=0)).amax()
+def input_absmax(x: torch.Tensor, signed: bool, dim: int | None = None) -> torch.Tensor:
+    """Largest magnitude of ``x`` (along ``dim``, or over all) a code must hold (negative values
+    clip to 0 when unsigned); no temporary as large as ``x``."""
+    low, high = torch.aminmax(x, dim=dim)
+    return torch.maximum(high, -low) if signed else high.clamp(min=0)
+
+
+def input_scales(
+    x: torch.Tensor, policy: Policy, geometry: TileGeometry, signed: bool,
+    tensor_absmax: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Scales ``(G|1, M|1, T|1)`` of inputs ``x`` ``(G, M, K)`` at the policy's granularity.
+
+    ``tensor_absmax`` is the maximum of the layer's own input for the "tensor" granularity (a
+    convolution's patches may skip pixels of it); by default it is taken over ``x``.
+    """
+    g, m, k = x.shape
+    if policy.input_granularity == "tensor":
+        absmax = input_absmax(x, signed) if tensor_absmax is None else tensor_absmax.to(x)
+        absmax = absmax.view(1, 1, 1)
+    else:  # one maximum per row and tile ("row") or per tile ("tile"); zero padding rows add nothing
+        rows = geometry.rows
+        tiles = [input_absmax(x[..., t * rows : min(k, t * rows + rows)], signed, dim=2)
+                 for t in range(geometry.tiles)]
+        absmax = torch.stack(tiles, dim=2)  # (G, M, T)
+        if policy.input_granularity != "row":
+            absmax = absmax.amax(dim=1, keepdim=True)
+    return block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
+
+
+def input_codes(
+    x: torch.Tensor, scale: torch.Tensor, policy: Policy, geometry: TileGeometry, signed: bool
+) -> torch.Tensor:
+    """Integer codes ``(G, M, T, R)`` of inputs ``x`` ``(G, M, K)`` at :func:`input_scales`
+    ``scale`` (the rows of ``x`` it covers, or one row for all)."""
+    g, m, _ = x.shape
+    tiled = _pad_rows(x, 2, geometry).view(g, m, geometry.tiles, geometry.rows)
+    return quantize_codes(tiled, scale.unsqueeze(-1), policy.input_bits, signed)
 
 
 def quantize_input(
     x: torch.Tensor, policy: Policy, geometry: TileGeometry, signed: bool,
     tensor_absmax: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes ``(G, M, T, R)`` and scales ``(G|1, M|1, T|1)`` of inputs ``x`` of shape ``(G, M, K)``.
-
-    ``tensor_absmax`` is the maximum of the layer's own input for the "tensor" granularity (a
-    convolution's patches may skip pixels of it); by default it is taken over ``x``.
-    """
-    g, m, _ = x.shape
-    tiled = _pad_rows(x, 2, geometry).view(g, m, geometry.tiles, geometry.rows)
-    a = tiled.abs() if signed else tiled.clamp(min=0)
-    if policy.input_granularity == "tensor":
-        absmax = (a.amax() if tensor_absmax is None else tensor_absmax.to(a)).view(1, 1, 1)
-    elif policy.input_granularity == "row":
-        absmax = a.amax(dim=3)
-    else:
-        absmax = a.amax(dim=(1, 3)).unsqueeze(1)
-    scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
-    return quantize_codes(tiled, scale.unsqueeze(-1), policy.input_bits, signed), scale
+    """Codes ``(G, M, T, R)`` and scales ``(G|1, M|1, T|1)`` of inputs ``x`` of shape ``(G, M, K)``
+    (:func:`input_scales`, :func:`input_codes`)."""
+    scale = input_scales(x, policy, geometry, signed, tensor_absmax)
+    return input_codes(x, scale, policy, geometry, signed), scale
 
 
 def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
@@ -527,15 +552,16 @@ def int8_fused_zero_point(
 
 
 def _int8_fused_matmul(
-    codes: torch.Tensor, x_scale: torch.Tensor, programmed: ProgrammedWeights, policy: Policy,
+    x: torch.Tensor, x_scale: torch.Tensor, programmed: ProgrammedWeights, policy: Policy,
     signed: bool, cache: dict,
 ) -> torch.Tensor | None:
-    """The ideal-converter product of float32 input ``codes`` ``(G, M, T, R)`` as one exact int8
-    product per group of input codes and weight codes, rescaled: ``(G, M, N)``; None when it does
-    not apply (:func:`int8_fused_zero_point`, or per-row or per-tile input scales)."""
-    zero_point = int8_fused_zero_point(codes, programmed, policy, signed, programmed.geometry.padded)
+    """The ideal-converter product of float32 inputs ``x`` ``(G, M, K)`` as one exact int8 product
+    per group of input codes and weight codes, rescaled: ``(G, M, N)``; None when it does not
+    apply (:func:`int8_fused_zero_point`, or per-row or per-tile input scales)."""
+    zero_point = int8_fused_zero_point(x, programmed, policy, signed, programmed.geometry.padded)
     if zero_point is None or x_scale.numel() != 1:
         return None
+    codes = input_codes(x, x_scale, policy, programmed.geometry, signed)
     packed = cache.get("int8_fused_matmul")
     if packed is None:
         w_codes = effective_weight(programmed, policy, dtype=torch.float32, rescale=False)
@@ -600,16 +626,17 @@ def crossbar_matmul(
     signed = input_is_signed(x, policy) if signed is None else signed
     in_lay = input_layout(policy, signed)
     w_lay = weight_layout(policy)
-    codes, x_scale = quantize_input(x, policy, geometry, signed, tensor_absmax)
+    # the scales of every row now, the codes a chunk of rows at a time (no input-sized copies)
+    x_scale = input_scales(x, policy, geometry, signed, tensor_absmax)
     g, t, r = programmed.groups, geometry.tiles, geometry.rows
     n, p_planes = programmed.columns, w_lay.planes
-    steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, codes)
+    steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, x)
     fused = steps is None and observed_max is None and fuse
     w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
     exact_inputs = policy.input_noise <= 0 and _exact_dac(policy, in_lay)
     cache = {} if kernel_cache is None else kernel_cache
     if fused:  # ideal ADC: the shift-add is linear; one GEMM of rescaled operands over all tiles
-        y = _int8_fused_matmul(codes, x_scale, programmed, policy, signed, cache)
+        y = _int8_fused_matmul(x, x_scale, programmed, policy, signed, cache)
         if y is not None:
             return y
         w_mat = effective_weight(programmed, policy, generator, dtype, with_offset=False)
@@ -631,13 +658,14 @@ def crossbar_matmul(
         if steps is not None:
             levels = float((1 << policy.adc_bits) - 1)
             block_steps = steps[a_in][:, a_w].contiguous()
-    out = torch.empty(g, codes.shape[1], n, dtype=dtype, device=x.device)
+    out = torch.empty(g, x.shape[1], n, dtype=dtype, device=x.device)
     scales_tile_invariant = _tile_invariant(programmed.scale) and bool((x_scale == x_scale[..., :1]).all())
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
-    for start in range(0, codes.shape[1], step_rows):
-        q = codes[:, start : start + step_rows]  # (G, Mc, T, R)
-        mc = q.shape[1]
+    for start in range(0, x.shape[1], step_rows):
+        rows = x[:, start : start + step_rows]
+        mc = rows.shape[1]
         xs = x_scale[:, start : start + mc] if x_scale.shape[1] > 1 else x_scale
+        q = input_codes(rows, xs, policy, geometry, signed)  # (G, Mc, T, R)
         offsets = _offset_terms(q, programmed, in_lay, w_lay)
         if fused:
             if exact_inputs:
