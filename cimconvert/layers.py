@@ -33,6 +33,7 @@ from .conv_engine import crossbar_conv2d, int8_fused_conv2d, tiled_conv_eligible
 from .devices import get_device, ir_drop
 from .errors import CimConvertError, MappingError
 from .policy import Policy
+from .precision import ieee_float32
 from .registry import resolve_policy
 from .seeding import make_generator
 
@@ -328,7 +329,8 @@ class CrossbarLinear(CrossbarLayer):
                 f"CrossbarLinear expects inputs with last dimension {self.in_features}, got shape "
                 f"{tuple(x.shape)}."
             )
-        y = self.crossbar_forward(x.reshape(1, -1, self.in_features))
+        with ieee_float32():
+            y = self.crossbar_forward(x.reshape(1, -1, self.in_features))
         y = y.reshape(*x.shape[:-1], self.out_features)
         return y + self.bias.to(y.dtype) if self.bias is not None else y
 
@@ -411,26 +413,30 @@ class _CrossbarConvNd(CrossbarLayer):
         x = self._explicit_padding(x)
         if dims == 1:
             x = x.unsqueeze(2)
-        signed = input_is_signed(x, self.policy)
-        direct = not self.calibrating and not self._needs_grad(x) and self.fuse
-        if direct and fused_conv_eligible(self.policy, signed):
-            y = self._fused_conv(x, signed)
-        elif direct and tiled_conv_eligible(self.policy, signed):
-            kernel, stride, dilation = self._conv_params()
-            y = crossbar_conv2d(
-                x.detach(), self._programmed(), self.policy, kernel, stride, dilation, signed=signed,
-                generator=self._read_generator(x.device), adc_full_scale=self.adc_full_scale,
-                chunk_bytes=self.chunk_bytes,
-                kernel_cache=None if torch.jit.is_tracing() else self._kernel_cache,
-            ).to(x.dtype)
-        else:
-            y = self._im2col_conv(x, signed)
+        with ieee_float32():
+            y = self._crossbar_conv(x)
         if dims == 1:
             y = y.squeeze(2)
         if self.bias is not None:
             bias = self.bias.to(y.dtype).view(1, -1, *([1] * dims))
             y = y + bias if y.requires_grad else y.add_(bias)  # the output is ours: no copy
         return y
+
+    def _crossbar_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The crossbar convolution of the padded input, by the fastest path that applies."""
+        signed = input_is_signed(x, self.policy)
+        direct = not self.calibrating and not self._needs_grad(x) and self.fuse
+        if direct and fused_conv_eligible(self.policy, signed):
+            return self._fused_conv(x, signed)
+        if direct and tiled_conv_eligible(self.policy, signed):
+            kernel, stride, dilation = self._conv_params()
+            return crossbar_conv2d(
+                x.detach(), self._programmed(), self.policy, kernel, stride, dilation, signed=signed,
+                generator=self._read_generator(x.device), adc_full_scale=self.adc_full_scale,
+                chunk_bytes=self.chunk_bytes,
+                kernel_cache=None if torch.jit.is_tracing() else self._kernel_cache,
+            ).to(x.dtype)
+        return self._im2col_conv(x, signed)
 
     def _conv_params(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Kernel, stride and dilation as 2-D tuples (Conv1d runs as height-1 Conv2d)."""
