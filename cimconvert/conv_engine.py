@@ -10,7 +10,8 @@ once (input planes stacked on the batch, weight planes on the output channels).
 
 Noise-free integer operands that fit 8 bits run on exact int8 kernels (:mod:`.int_kernels`):
 the ideal-converter convolution as one int8 convolution of input codes and weight codes, and the
-tiled convolution's partial sums of digit planes and cell digits.
+tiled convolution's partial sums of digit planes and cell digits. On CUDA those partial sums run
+in float16 instead where float16 holds them exactly (:data:`~.crossbar.HALF_EXACT_LIMIT`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .crossbar import (
     ProgrammedWeights,
     _exact_dac,
     _input_planes,
+    _half_exact,
     _int8_zero_points,
     _tile_invariant,
     adc_steps,
@@ -179,10 +181,11 @@ def crossbar_conv2d(
     fused_x = [_combine(digits, ins, in_lay.coeffs, dtype) for ins, _ in plan.fused]
     x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
     zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
+    halves = _half_exact(x, policy, in_lay, w_lay, plan)
     # exact small integers run on int8 kernels: their operands are converted once
     fused_x = [x_f if zp is None else to_uint8(x_f, zp) for x_f, zp in zip(fused_x, zero_points[1:])]
     cache = kernel_cache if policy.read_noise <= 0 else None
-    key = (dtype, tuple(a_w), plan.fused, zero_points)
+    key = (dtype, tuple(a_w), plan.fused, zero_points, halves)
     k = programmed.geometry.k
 
     def tile_weights(t: int) -> dict[int, torch.Tensor]:
@@ -210,6 +213,8 @@ def crossbar_conv2d(
             if zero_points[which + 1] is not None:
                 x_shape = (x_all.shape[:-3].numel(), g * (c1 - c0), *x_all.shape[-2:])
                 weight = pack_conv(weight, torch.ones(weight.shape[0]), stride, dilation, g, x_shape)
+            elif halves[which + 1]:
+                weight = weight.half()
             entry = made[(which, t)] = weight, c0, c1
             if cache is not None:
                 cache[(key, which, t)] = entry
@@ -220,8 +225,8 @@ def crossbar_conv2d(
         weight, c0, c1 = tile_kernel(which, t, x_all)
         xs = _channels(x_all, g, c0, c1).flatten(0, -4)
         if zero_points[which + 1] is None:
-            xs = xs.to(dtype).contiguous(memory_format=torch.channels_last)
-            part = F.conv2d(xs, weight, None, stride, 0, dilation, g)
+            xs = xs.to(weight.dtype).contiguous(memory_format=torch.channels_last)
+            part = F.conv2d(xs, weight, None, stride, 0, dilation, g).to(dtype)
         else:
             part = int8_conv2d(xs, zero_points[which + 1], weight, 1.0)
         # channels last: the (input plane, image, pixel) rows of the ADC block are contiguous

@@ -49,6 +49,7 @@ __all__ = [
     "pair_plan",
     "effective_weight",
     "int8_fused_zero_point",
+    "half_products_enabled",
     "DEFAULT_CHUNK_BYTES",
 ]
 
@@ -56,6 +57,9 @@ DEFAULT_CHUNK_BYTES = 32 * 2**20
 """Upper bound on the per-chunk intermediate memory of one crossbar product (bytes)."""
 PROGRAM_CHUNK_CELLS = 1 << 20
 """Cells programmed per step (bounds the memory of programming very large layers)."""
+HALF_EXACT_LIMIT = 2048
+"""float16 holds every integer up to 2**11 exactly: an integer product whose absolute terms sum to
+at most this is exact in float16 (tensor cores on CUDA), whatever order the kernel adds in."""
 HALF_CELL_ERROR = 1 / 32
 """Noisy float32 cells are stored in float16 when float16's rounding error (rms over the layer) is
 at most this fraction of the programming deviation's rms (over the cells programmed off their
@@ -377,24 +381,55 @@ def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float,
     return sum(min(0.0, v) for v in terms), sum(max(0.0, v) for v in terms)
 
 
+def _product_ranges(
+    in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """(input, weight) operand ranges of the ADC block (single digits of its planes) and of each
+    fused product (digits combined with their shift-add coefficients)."""
+    block = ((0.0, float(max((in_lay.levels[i] for i in plan.adc_inputs), default=0))),
+             (0.0, float(max((w_lay.levels[p] for p in plan.adc_weights), default=0))))
+    fused = [(_combo_range([in_lay.coeffs[i] for i in ins], [in_lay.levels[i] for i in ins]),
+              _combo_range([w_lay.coeffs[p] for p in ws], [w_lay.levels[p] for p in ws]))
+             for ins, ws in plan.fused]
+    return [block, *fused]
+
+
+def _exact_operands(x: torch.Tensor, policy: Policy, in_lay: SliceLayout) -> bool:
+    """float32 inputs whose products take exact integers on both sides (noise-free cells,
+    inputs and DAC)."""
+    return x.dtype == torch.float32 and policy.is_noise_free and _exact_dac(policy, in_lay)
+
+
 def _int8_zero_points(
     x: torch.Tensor, policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
 ) -> tuple[int | None, ...]:
     """Input zero point of the ADC block and of each fused product, for those that run on int8
     kernels (float32, exact cells, inputs and DAC, both operands within 8 bits); None for the
     others."""
-    products = [(plan.adc_inputs, plan.adc_weights, True), *((i, p, False) for i, p in plan.fused)]
-    exact = policy.is_noise_free and _exact_dac(policy, in_lay) and depth_fits(policy.array_rows)
-    if x.dtype != torch.float32 or not exact or not int8_enabled(x.device):
-        return (None,) * len(products)
-    zero_points = []
-    for ins, ws, block in products:
-        in_coeffs = [1.0] * len(ins) if block else [in_lay.coeffs[i] for i in ins]
-        w_coeffs = [1.0] * len(ws) if block else [w_lay.coeffs[p] for p in ws]
-        zp = input_zero_point(*_combo_range(in_coeffs, [in_lay.levels[i] for i in ins]))
-        fits = weights_fit(*_combo_range(w_coeffs, [w_lay.levels[p] for p in ws]))
-        zero_points.append(zp if fits else None)
-    return tuple(zero_points)
+    ranges = _product_ranges(in_lay, w_lay, plan)
+    exact = _exact_operands(x, policy, in_lay) and depth_fits(policy.array_rows)
+    if not exact or not int8_enabled(x.device):
+        return (None,) * len(ranges)
+    return tuple(input_zero_point(*x_range) if weights_fit(*w_range) else None for x_range, w_range in ranges)
+
+
+def half_products_enabled(device: torch.device) -> bool:
+    """Whether exact small-integer products run in float16 on ``device``: on CUDA (tensor cores;
+    the CPU has int8 kernels instead), not while tracing."""
+    return device.type == "cuda" and not torch.jit.is_tracing()
+
+
+def _half_exact(
+    x: torch.Tensor, policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, plan: PairPlan
+) -> tuple[bool, ...]:
+    """Per product (ADC block, then each fused one): whether it runs in float16, exactly: integer
+    operands whose absolute products summed over a row tile stay within
+    :data:`HALF_EXACT_LIMIT`, so every partial sum, in any order, is an integer float16 holds."""
+    ranges = _product_ranges(in_lay, w_lay, plan)
+    if not _exact_operands(x, policy, in_lay) or not half_products_enabled(x.device):
+        return (False,) * len(ranges)
+    return tuple(policy.array_rows * max(-x_lo, x_hi) * max(-w_lo, w_hi) <= HALF_EXACT_LIMIT
+                 for (x_lo, x_hi), (w_lo, w_hi) in ranges)
 
 
 def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> torch.Tensor:
@@ -501,20 +536,23 @@ def _offset_terms(
 
 
 def _tile_products(
-    x: torch.Tensor, w: torch.Tensor, zero_point: int | None, cache: dict, key: object,
+    x: torch.Tensor, w: torch.Tensor, zero_point: int | None, half: bool, cache: dict, key: object,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """``bmm(x, w)`` of ``(B, M, R)`` by ``(B, R, N)`` as ``(batch slice, product)`` pieces, reduced
     by the caller as they come: on int8 kernels when ``zero_point`` is set (integer operands; ``w``
-    packed once per ``key`` in ``cache``); else one ``mm`` per tile on CPU (one tile's product in
-    memory at a time; 1.1-1.3x the speed of one ``bmm`` over the tiles, or of 1x1 convolutions,
-    on deit_tiny's 128-deep tiles), one ``bmm`` elsewhere and while tracing (an export records one
-    MatMul)."""
+    packed once per ``key`` in ``cache``); in float16 when ``half`` (:func:`_half_exact`); else one
+    ``mm`` per tile on CPU (one tile's product in memory at a time; 1.1-1.3x the speed of one
+    ``bmm`` over the tiles, or of 1x1 convolutions, on deit_tiny's 128-deep tiles), one ``bmm``
+    elsewhere and while tracing (an export records one MatMul)."""
     if zero_point is None:
+        dtype = x.dtype
+        if half:
+            x, w = x.half(), w.half()
         if x.device.type != "cpu" or torch.jit.is_tracing():
-            yield slice(None), torch.bmm(x, w)
+            yield slice(None), torch.bmm(x, w).to(dtype)
             return
         for i in range(x.shape[0]):
-            yield slice(i, i + 1), torch.mm(x[i], w[i]).unsqueeze(0)
+            yield slice(i, i + 1), torch.mm(x[i], w[i]).unsqueeze(0).to(dtype)
         return
     packed = cache.get(key)
     if packed is None:
@@ -654,6 +692,7 @@ def crossbar_matmul(
             for _, ws in plan.fused
         ]
         zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
+        halves = _half_exact(x, policy, in_lay, w_lay, plan)
         key = ("int8_tiles", plan)
         if steps is not None:
             levels = float((1 << policy.adc_bits) - 1)
@@ -685,7 +724,7 @@ def crossbar_matmul(
         x_mat = (digits if len(a_in) == in_lay.planes else digits[:, :, a_in]).reshape(g * t, len(a_in) * mc, r)
         # every tile's ADC block writes its slice; only fused products alone add into zeros
         tile_sum = (torch.empty if a_in else torch.zeros)(g * t, mc, n, dtype=dtype, device=x.device)
-        block = _tile_products(x_mat, w_mat, zero_points[0], cache, (key, -1)) if a_in else ()
+        block = _tile_products(x_mat, w_mat, zero_points[0], halves[0], cache, (key, -1)) if a_in else ()
         for tiles, part in block:
             partial = part.view(-1, len(a_in), mc, len(a_w), n)
             if observed_max is not None:
@@ -701,7 +740,7 @@ def crossbar_matmul(
         for j, ((ins, _), w_f) in enumerate(zip(plan.fused, fused_w)):
             x_f = torch.einsum("gtsmr,s->gtmr", digits[:, :, list(ins)], in_coeffs[list(ins)])
             x_f = x_f.reshape(g * t, mc, r)
-            pieces = _tile_products(x_f, w_f, zero_points[j + 1], cache, (key, j))
+            pieces = _tile_products(x_f, w_f, zero_points[j + 1], halves[j + 1], cache, (key, j))
             for tiles, product in pieces:
                 tile_sum.view(g * t, mc, n)[tiles] += product
         if scales_tile_invariant:  # one rescale of the sum over tiles

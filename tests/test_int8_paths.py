@@ -15,7 +15,8 @@ from torch import nn
 from cimconvert import (
     CimConvertError, CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, set_chunk_budget,
 )
-from cimconvert import adc, int_kernels
+from cimconvert import adc, crossbar, int_kernels
+from cimconvert.crossbar import adc_steps, input_layout, pair_plan, weight_layout
 from cimconvert.slicing import slice_layout, to_digits
 
 CLEAN = dict(program_noise=0.0, read_noise=0.0)
@@ -183,10 +184,33 @@ def test_tile_products_on_cpu_come_one_tile_at_a_time_and_equal_bmm():
 
     gen = torch.Generator().manual_seed(0)
     x, w = torch.rand(3, 50, 128, generator=gen), torch.rand(3, 128, 70, generator=gen)
-    pieces = list(_tile_products(x, w, None, {}, "k"))
+    pieces = list(_tile_products(x, w, None, False, {}, "k"))
     assert [tiles for tiles, _ in pieces] == [slice(i, i + 1) for i in range(3)]
     got = torch.cat([part for _, part in pieces])
     assert torch.allclose(got, torch.bmm(x.double(), w.double()).float(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["adc10_clean", "adc6_clean", "differential_adc8", "tile_scales_adc8"])
+def test_half_precision_products_give_the_float32_numbers(monkeypatch, name):
+    """CUDA runs exact small-integer products in float16 on tensor cores; forced here on the CPU,
+    which has float16 kernels too (int8 off, so float16 takes the products int8 would)."""
+    policy = INT8_CASES[name]
+    in_lay, w_lay = input_layout(policy, True), weight_layout(policy)
+    plan = pair_plan(policy, in_lay, w_lay, adc_steps(policy, in_lay, w_lay, None, torch.zeros(1)))
+    monkeypatch.setattr(crossbar, "half_products_enabled", lambda device: True)
+    # 128 rows x 3 x 3 = 1152 <= 2048: the ADC block of 2-bit digits is exact in float16
+    assert crossbar._half_exact(torch.zeros(1), policy, in_lay, w_lay, plan)[0]
+    deep = policy.replace(array_rows=256)  # 2304 > 2048
+    assert not any(crossbar._half_exact(torch.zeros(1), deep, in_lay, w_lay, plan))
+    torch.manual_seed(0)
+    conv = CrossbarConv2d.from_float(nn.Conv2d(20, 12, 3, padding=1), policy)
+    lin = CrossbarLinear.from_float(nn.Linear(300, 24), policy)
+    for layer, x in ((conv, torch.randn(2, 20, 9, 9)), (lin, torch.randn(3, 7, 300))):
+        half = _outputs(layer, x, monkeypatch, int8=False)
+        monkeypatch.setattr(crossbar, "half_products_enabled", lambda device: False)
+        full = _outputs(layer, x, monkeypatch, int8=False)
+        monkeypatch.setattr(crossbar, "half_products_enabled", lambda device: True)
+        assert torch.equal(half, full)
 
 
 @needs_int8
