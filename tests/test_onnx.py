@@ -128,10 +128,16 @@ def _timm(name: str) -> nn.Module:
     return timm.create_model(name, pretrained=False, **kwargs).eval()
 
 
+IDEAL_NOISY_CELLS = get_policy("ideal", program_noise=0.02)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "deit_tiny_patch16_224"])
-def test_timm_model_with_ideal_adc_matches_end_to_end(tmp_path, name):
-    converted = convert(_timm(name), get_policy("ideal", program_noise=0.02)).eval()
+def test_resnet18_with_ideal_adc_matches_end_to_end(tmp_path):
+    """deit_tiny is compared layer by layer below, at this policy too: even with ideal converters
+    its 8-bit input codes flip under float rounding (the PyTorch model in float64 against float32:
+    1-3 % on two of three inputs, with float16 or float32 cells alike)."""
+    name = "resnet18"
+    converted = convert(_timm(name), IDEAL_NOISY_CELLS).eval()
     x = torch.randn(1, 3, 32, 32)
     path = export_onnx(converted, x, tmp_path / "m.onnx")
     assert _rel_error(_run(path, x), _forward(converted, x)) < TOLERANCE
@@ -147,8 +153,10 @@ SAMPLE_LAYERS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SAMPLE_LAYERS)
-def test_timm_model_with_6bit_adc_matches_layer_by_layer(tmp_path, name):
+@pytest.mark.parametrize(("name", "policy"), [
+    ("resnet18", ADC6), ("deit_tiny_patch16_224", ADC6), ("deit_tiny_patch16_224", IDEAL_NOISY_CELLS),
+], ids=["resnet18-adc6", "deit_tiny-adc6", "deit_tiny-ideal"])
+def test_timm_model_matches_layer_by_layer(tmp_path, name, policy):
     """Each sampled crossbar layer's graph, fed the input it sees in the PyTorch model, matches it.
 
     End to end, resnet18 matches too (3e-7, but its export takes minutes: the direct convolution
@@ -158,7 +166,7 @@ def test_timm_model_with_6bit_adc_matches_layer_by_layer(tmp_path, name):
     and with it input codes and 6-bit ADC codes (fed onnxruntime's attention output, PyTorch's own
     ``attn.proj`` output moves by 1e-2), and later layers amplify it.
     """
-    converted = convert(_timm(name), ADC6).eval()
+    converted = convert(_timm(name), policy).eval()
     layers = {layer_name: crossbar_layers(converted)[layer_name] for layer_name in SAMPLE_LAYERS[name]}
     inputs: dict[str, torch.Tensor] = {}
     hooks = [layer.register_forward_pre_hook(lambda m, args, n=layer_name: inputs.setdefault(n, args[0]))
