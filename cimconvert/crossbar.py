@@ -157,9 +157,11 @@ def _weight_absmax(w: torch.Tensor, policy: Policy, geometry: TileGeometry) -> t
 
 
 def cell_dtype(policy: Policy, dtype: torch.dtype) -> torch.dtype:
-    """Storage dtype of programmed cells for weights in ``dtype``: one byte per cell when every
-    cell holds its ideal digit (a quarter of float32; readers convert), else ``dtype``."""
-    if policy.cells_exact and dtype != torch.float64 and max(weight_layout(policy).levels) <= 255:
+    """Storage dtype of programmed cells for weights in ``dtype``: with compact storage, one byte
+    per cell when every cell holds its ideal digit (a quarter of float32; readers convert), else
+    ``dtype``."""
+    byte_digits = policy.cells_exact and max(weight_layout(policy).levels) <= 255
+    if policy.cell_storage == "compact" and byte_digits and dtype != torch.float64:
         return torch.uint8
     return dtype
 
@@ -179,8 +181,8 @@ def program_weights(
     """Quantize, slice and program ``w`` of shape ``(G, K, N)``; draw programming noise and faults.
 
     The result is in the dtype of ``w`` (float64 stays float64 for exact comparisons); cells in
-    :func:`cell_dtype`, or float16 when float32 cells round to it within :data:`HALF_CELL_ERROR`
-    of their programming noise.
+    :func:`cell_dtype`, or, with ``policy.cell_storage == "compact"``, float16 when float32 cells
+    round to it within :data:`HALF_CELL_ERROR` of their programming noise.
     """
     g, k, n = w.shape
     geometry = tile_geometry(k, policy.array_rows)
@@ -195,20 +197,21 @@ def program_weights(
     cells = torch.empty(shape, dtype=cell_dtype(policy, w.dtype), device=w.device)
     coeffs: torch.Tensor | None = None
     rounding = deviation = 0.0  # float16 rounding error and programming deviation, sums of squares
+    compact_floats = cells.dtype == torch.float32 and policy.cell_storage == "compact"
     # a few million cells at a time: the digit planes of a 100M-weight layer would not fit at once
     step = max(1, PROGRAM_CHUNK_CELLS // (g * geometry.padded * layout.planes))
     for c0 in range(0, n, step):
         digits = to_digits(codes[..., c0 : c0 + step], layout)  # (P, G, T, R, n_chunk)
         chunk, chunk_coeffs = program_cells(digits, layout.levels, policy, generator)
         cells[..., c0 : c0 + step] = chunk.permute(1, 2, 3, 0, 4)
-        if cells.dtype == torch.float32:
+        if compact_floats:
             chunk_rounding, chunk_deviation = _half_precision_error(chunk, digits)
             rounding, deviation = rounding + chunk_rounding, deviation + chunk_deviation
         if chunk_coeffs is not None:
             if coeffs is None:
                 coeffs = torch.empty(shape, dtype=w.dtype, device=w.device)
             coeffs[..., c0 : c0 + step] = chunk_coeffs.permute(1, 2, 3, 0, 4)
-    if cells.dtype == torch.float32 and rounding <= HALF_CELL_ERROR**2 * deviation:
+    if compact_floats and rounding <= HALF_CELL_ERROR**2 * deviation:
         cells = cells.half()
     flat = (g, geometry.tiles, geometry.rows, -1)
     return ProgrammedWeights(cells.view(flat), scale.contiguous(), codes.sum(dim=2), geometry,

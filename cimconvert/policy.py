@@ -23,6 +23,7 @@ WEIGHT_GRANULARITIES = ("tensor", "channel", "tile")
 INPUT_GRANULARITIES = ("tensor", "row", "tile")
 INPUT_SIGNEDNESS = ("auto", "signed", "unsigned")
 ADC_RANGES = ("worst_case", "calibrated")
+CELL_STORAGE = ("compact", "float32")
 DRIFT_COMPENSATIONS = ("none", "global", "per_column")
 MAX_SLICE_BITS = 8
 MAX_OPERAND_BITS = 16
@@ -158,6 +159,11 @@ class Policy:
     ir_drop_wire_ohm: float = 0.0
     """Wire resistance between adjacent cells of word and bit lines in ohm (first-order IR-drop
     model, :func:`cimconvert.devices.ir_drop`); 0 = ideal wires (mpimpy's default is 2.93)."""
+    cell_storage: str = "compact"
+    """How the simulator stores programmed cells: "compact" = one byte per cell for exact cells,
+    float16 for noisy cells where its rounding stays within 1/32 of the programming noise
+    (:data:`cimconvert.crossbar.HALF_CELL_ERROR`), float32 otherwise; "float32" = always cell
+    values in the weights' float dtype (bit-for-bit the values the device model drew)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight_slices", _check_slices("weight_slices", self.weight_slices))
@@ -168,6 +174,7 @@ class Policy:
         _check_choice("input_granularity", self.input_granularity, INPUT_GRANULARITIES)
         _check_choice("input_signed", self.input_signed, INPUT_SIGNEDNESS)
         _check_choice("adc_range", self.adc_range, ADC_RANGES)
+        _check_choice("cell_storage", self.cell_storage, CELL_STORAGE)
         for name in ("array_rows", "array_cols"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:

@@ -27,7 +27,9 @@ def _round_trip(model: nn.Module, path) -> nn.Module:  # noqa: ANN001
     (get_policy("slc2mlc3", adc_bits=6, **CLEAN), torch.uint8, 1),
     (get_policy("slc2mlc3", adc_bits=6), torch.float16, 2),
     (get_policy("slc2mlc3", adc_bits=6, program_noise=1e-4), torch.float32, 4),
-], ids=["exact", "noisy", "nearly_exact"])
+    (get_policy("slc2mlc3", adc_bits=6, cell_storage="float32"), torch.float32, 4),
+    (get_policy("slc2mlc3", adc_bits=6, cell_storage="float32", **CLEAN), torch.float32, 4),
+], ids=["exact", "noisy", "nearly_exact", "noisy_float32_storage", "exact_float32_storage"])
 def test_cells_keep_their_storage_through_save_load_and_dtype_moves(tmp_path, policy, dtype, bytes_per_cell):
     torch.manual_seed(0)
     model = convert(nn.Sequential(nn.Linear(40, 8)), policy)
@@ -81,3 +83,12 @@ def test_half_cells_read_like_their_float32_values(monkeypatch):
     assert reads[0].dtype == torch.float32 and torch.equal(reads[0], reads[1])
     assert not torch.equal(reads[0], as_float.cells.view(1, 3, 128, layout.planes, 64)[:, 1])
 
+
+
+def test_float32_storage_holds_the_drawn_values_and_compact_storage_rounds_them_within_bound():
+    w = torch.randn(1, 300, 64, generator=torch.Generator().manual_seed(1))
+    policy = get_policy("slc2mlc3", adc_bits=8)
+    full = program_weights(w, policy.replace(cell_storage="float32"), torch.Generator().manual_seed(2)).cells
+    compact = program_weights(w, policy, torch.Generator().manual_seed(2)).cells
+    assert (full.dtype, compact.dtype) == (torch.float32, torch.float16)
+    assert torch.equal(compact, full.half())
