@@ -62,9 +62,9 @@ HALF_EXACT_LIMIT = 2048
 at most this is exact in float16 (tensor cores on CUDA), whatever order the kernel adds in."""
 HALF_CELL_ERROR = 1 / 32
 """With ``Policy.cell_storage == "compact"`` (the default), noisy float32 cells are stored in
-float16 when float16's rounding error (rms over the layer) is
-at most this fraction of the programming deviation's rms (over the cells programmed off their
-level; stuck and exact cells round exactly): the deviation's variance changes by at most 0.1 %."""
+float16 when float16's rounding error (rms over the layer) is at most this fraction of the
+programming deviation's rms (over the cells programmed off their level; stuck and exact cells
+round exactly): the deviation's variance changes by at most 0.1 %."""
 
 
 @dataclass(frozen=True)
