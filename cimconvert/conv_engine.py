@@ -28,22 +28,21 @@ from .crossbar import (
     PairPlan,
     ProgrammedWeights,
     _exact_dac,
-    _input_planes,
     _half_exact,
+    _input_planes,
     _int8_zero_points,
     _tile_invariant,
     adc_steps,
     effective_weight,
-    input_absmax,
     input_layout,
     int8_fused_zero_point,
     pair_plan,
     read_tile,
+    tensor_codes,
     weight_layout,
 )
 from .int_kernels import int8_conv2d, pack_conv, to_uint8
 from .policy import Policy
-from .quantize import block_scale, quantize_codes
 from .slicing import to_digits
 
 __all__ = ["tiled_conv_eligible", "crossbar_conv2d", "int8_fused_conv2d"]
@@ -86,9 +85,7 @@ def int8_fused_conv2d(
         weight = codes[:, : programmed.geometry.k].transpose(1, 2).reshape(g * n, -1, *kernel)
         conv = pack_conv(weight, programmed.scale[:, 0].reshape(-1), stride, dilation, g, tuple(x.shape))
         kernel_cache["int8_fused"] = conv
-    absmax = input_absmax(x, signed).view(1)
-    x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
-    codes = quantize_codes(x, x_scale, policy.input_bits, signed)
+    codes, x_scale = tensor_codes(x, policy, signed)
     return int8_conv2d(codes, zero_point, conv, x_scale.item())
 
 
@@ -161,9 +158,7 @@ def crossbar_conv2d(
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x = x.to(dtype).contiguous()
     in_lay, w_lay = input_layout(policy, signed), weight_layout(policy)
-    absmax = input_absmax(x, signed).view(1)
-    x_scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
-    codes = quantize_codes(x, x_scale, policy.input_bits, signed)
+    codes, x_scale = tensor_codes(x, policy, signed)
     if _exact_dac(policy, in_lay) and max(in_lay.levels) <= 255:  # small integers: a byte per digit
         digits = to_digits(codes, in_lay, torch.uint8)
     else:

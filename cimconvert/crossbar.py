@@ -44,6 +44,7 @@ __all__ = [
     "adc_steps",
     "fused_conv_eligible",
     "quantize_tensor",
+    "tensor_codes",
     "crossbar_matmul",
     "PairPlan",
     "pair_plan",
@@ -294,11 +295,17 @@ def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
     )
 
 
-def quantize_tensor(x: torch.Tensor, policy: Policy, signed: bool) -> torch.Tensor:
-    """Per-tensor input quantization in real units, ``codes * scale`` (the fused paths' input)."""
+def tensor_codes(x: torch.Tensor, policy: Policy, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer input codes of ``x`` (any shape) at one scale for the tensor, and that scale ``(1,)``."""
     absmax = input_absmax(x, signed).view(1)
     scale = block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
-    return quantize_codes(x, scale, policy.input_bits, signed).mul_(scale)
+    return quantize_codes(x, scale, policy.input_bits, signed), scale
+
+
+def quantize_tensor(x: torch.Tensor, policy: Policy, signed: bool) -> torch.Tensor:
+    """Per-tensor input quantization in real units, ``codes * scale`` (the fused paths' input)."""
+    codes, scale = tensor_codes(x, policy, signed)
+    return codes.mul_(scale)
 
 
 def adc_steps(
@@ -580,10 +587,8 @@ def int8_fused_zero_point(
     weight scales that differ between row tiles, or no int8 kernel on this device."""
     zero_point = input_zero_point(*code_range(policy.input_bits, signed))
     if (
-        x.dtype != torch.float32
-        or zero_point is None
-        or not policy.is_noise_free
-        or not _exact_dac(policy, input_layout(policy, signed))
+        zero_point is None
+        or not _exact_operands(x, policy, input_layout(policy, signed))
         or not weights_fit(*code_range(policy.weight_bits, True))
         or not depth_fits(depth)
         or not _tile_invariant(programmed.scale)
@@ -701,8 +706,8 @@ def crossbar_matmul(
         if steps is not None:
             levels = float((1 << policy.adc_bits) - 1)
             block_steps = steps[a_in][:, a_w].contiguous()
+        scales_tile_invariant = _tile_invariant(programmed.scale) and bool((x_scale == x_scale[..., :1]).all())
     out = torch.empty(g, x.shape[1], n, dtype=dtype, device=x.device)
-    scales_tile_invariant = _tile_invariant(programmed.scale) and bool((x_scale == x_scale[..., :1]).all())
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
     for start in range(0, x.shape[1], step_rows):
         rows = x[:, start : start + step_rows]
