@@ -355,13 +355,15 @@ def read_cells(
     """One noisy read of programmed ``cells`` (count units, shape ``(planes, ...)``)."""
     if policy.read_noise <= 0:
         return cells
-    factor = torch.randn(cells.shape, generator=generator, device=cells.device, dtype=cells.dtype)
+    factor = _randn(cells, generator)
     factor.mul_(policy.read_noise).exp_()
     # the conductance G = (cells + off) scales by the factor; in place, a plane at a time: a
-    # layer's cells are tens of MB and every full-size temporary would be another copy
+    # layer's cells are tens of MB and every full-size temporary would be another copy. One
+    # in-place op per indexing: the ONNX tracer drops an op chained on the view another returned.
     off = off_counts(policy, levels, cells)
     for p in range(cells.shape[0]):
-        factor[p].mul_(cells[p] + off[p]).sub_(off[p])
+        factor[p].mul_(cells[p] + off[p])
+        factor[p].sub_(off[p])
     return factor
 
 
