@@ -72,7 +72,9 @@ def adc_shift_add(
         return adc_shift_add_eager(partial, steps, coeffs, levels)
     try:
         if _compiled is None:
-            _compiled = torch.compile(_fused, dynamic=True)
+            # Triton's "/" is approximate: round(partial / step) must round as eager does
+            _compiled = torch.compile(_fused, dynamic=True,
+                                      options={"eager_numerics.division_rounding": True})
         return _compiled(partial, steps, coeffs, levels)
     except Exception as error:  # noqa: BLE001 (no compiler on this machine: stay correct, eager)
         _compile_failed = True

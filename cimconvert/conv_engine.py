@@ -10,8 +10,8 @@ once (input planes stacked on the batch, weight planes on the output channels).
 
 Noise-free integer operands that fit 8 bits run on exact int8 kernels (:mod:`.int_kernels`):
 the ideal-converter convolution as one int8 convolution of input codes and weight codes, and the
-tiled convolution's partial sums of digit planes and cell digits. On CUDA those partial sums run
-in float16 instead where float16 holds them exactly (:data:`~.crossbar.HALF_EXACT_LIMIT`).
+tiled convolution's partial sums of digit planes and cell digits. On CUDA they run in float32 and
+are rounded to the integers they are (cuDNN may choose an FFT or Winograd algorithm).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .crossbar import (
     PairPlan,
     ProgrammedWeights,
     _exact_dac,
-    _half_exact,
+    _exact_operands,
     _input_planes,
     _int8_zero_points,
     _tile_invariant,
@@ -176,11 +176,14 @@ def crossbar_conv2d(
     fused_x = [_combine(digits, ins, in_lay.coeffs, dtype) for ins, _ in plan.fused]
     x_block = digits[a_in] if len(a_in) < in_lay.planes else digits
     zero_points = _int8_zero_points(x, policy, in_lay, w_lay, plan)
-    halves = _half_exact(x, policy, in_lay, w_lay, plan)
+    # the products of integer operands are integers; cuDNN may pick an FFT or Winograd
+    # algorithm, which is not exact: such products are rounded back (they run in float32, not
+    # float16 as in the matrix path, for the same reason)
+    integer_products = x.device.type == "cuda" and _exact_operands(x, policy, in_lay)
     # exact small integers run on int8 kernels: their operands are converted once
     fused_x = [x_f if zp is None else to_uint8(x_f, zp) for x_f, zp in zip(fused_x, zero_points[1:])]
     cache = kernel_cache if policy.read_noise <= 0 else None
-    key = (dtype, tuple(a_w), plan.fused, zero_points, halves)
+    key = (dtype, tuple(a_w), plan.fused, zero_points)
     k = programmed.geometry.k
 
     def tile_weights(t: int) -> dict[int, torch.Tensor]:
@@ -208,8 +211,6 @@ def crossbar_conv2d(
             if zero_points[which + 1] is not None:
                 x_shape = (x_all.shape[:-3].numel(), g * (c1 - c0), *x_all.shape[-2:])
                 weight = pack_conv(weight, torch.ones(weight.shape[0]), stride, dilation, g, x_shape)
-            elif halves[which + 1]:
-                weight = weight.half()
             entry = made[(which, t)] = weight, c0, c1
             if cache is not None:
                 cache[(key, which, t)] = entry
@@ -222,6 +223,8 @@ def crossbar_conv2d(
         if zero_points[which + 1] is None:
             xs = xs.to(weight.dtype).contiguous(memory_format=torch.channels_last)
             part = F.conv2d(xs, weight, None, stride, 0, dilation, g).to(dtype)
+            if integer_products:
+                part.round_()
         else:
             part = int8_conv2d(xs, zero_points[which + 1], weight, 1.0)
         # channels last: the (input plane, image, pixel) rows of the ADC block are contiguous

@@ -85,7 +85,10 @@ def _counts(relative: torch.Tensor, levels: tuple[int, ...], policy: Policy) -> 
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    """Standard normal draws shaped like ``like``, on ``like``'s device, from ``generator``'s
+    stream (drawn on the generator's device: a CPU generator gives the same numbers everywhere)."""
+    device = like.device if generator is None else generator.device
+    return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
 def _polynomial(x: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor:
@@ -324,7 +327,8 @@ def _stick(cells: torch.Tensor, targets: torch.Tensor, levels: tuple[int, ...], 
     """Stuck-at faults: the cells and the targets, with stuck cells at ``m`` (on) or 0 (off)."""
     if policy.stuck_on_rate <= 0 and policy.stuck_off_rate <= 0:
         return cells, targets
-    draw = torch.rand(cells.shape, generator=generator, device=cells.device, dtype=cells.dtype)
+    device = cells.device if generator is None else generator.device
+    draw = torch.rand(cells.shape, generator=generator, device=device, dtype=cells.dtype).to(cells.device)
     top = _per_plane([float(m) for m in levels], cells).expand_as(cells)
     stuck_on = draw < policy.stuck_on_rate
     stuck_off = (draw >= policy.stuck_on_rate) & (draw < policy.stuck_on_rate + policy.stuck_off_rate)

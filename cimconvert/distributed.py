@@ -83,7 +83,9 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """Sum of ``values`` over all processes (the values themselves in one process)."""
     if world()[1] == 1:
         return list(values)
-    total = torch.tensor(list(values), dtype=torch.float64)
+    # NCCL reduces CUDA tensors only
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    total = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return total.tolist()
 

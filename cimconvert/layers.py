@@ -40,6 +40,9 @@ from .seeding import make_generator
 __all__ = ["CrossbarLayer", "CrossbarLinear", "CrossbarConv1d", "CrossbarConv2d", "CROSSBAR_CLASSES"]
 
 _STATE_DTYPES = (torch.float32, torch.float64)
+_CHIP_STATE = ("cells", "weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max",
+               "drift_coeffs", "cells_now", "scale_now")
+"""Buffers holding the programmed chip (and its calibration): moved by ``.to()``, never rounded."""
 
 
 class CrossbarLayer(nn.Module):
@@ -62,8 +65,10 @@ class CrossbarLayer(nn.Module):
         self.calibrating = False
         planes_in = len(self.policy.input_slices)
         planes_w = weight_layout(self.policy).planes
-        self.register_buffer("adc_full_scale", torch.full((planes_in, planes_w), float("nan")))
-        self.register_buffer("adc_observed_max", torch.zeros(planes_in, planes_w), persistent=False)
+        device = self.weight.device
+        self.register_buffer("adc_full_scale", torch.full((planes_in, planes_w), float("nan"), device=device))
+        self.register_buffer("adc_observed_max", torch.zeros(planes_in, planes_w, device=device),
+                             persistent=False)
         self.time_since_programming = 0.0
         # what the forward reads when it is not the programmed state (see _refresh_reads)
         self.register_buffer("cells_now", None, persistent=False)
@@ -80,7 +85,8 @@ class CrossbarLayer(nn.Module):
         w = self.weight_matrix().detach()
         if w.dtype not in _STATE_DTYPES:
             w = w.float()
-        generator = make_generator(w.device, self.seed, "program", self.program_count)
+        # the chip is drawn on the CPU: one seed programs the same chip on every device
+        generator = make_generator("cpu", self.seed, "program", self.program_count)
         state = program_weights(w, self.policy, generator)
         self.geometry = state.geometry
         for name, value in (
@@ -142,7 +148,7 @@ class CrossbarLayer(nn.Module):
             self.cells_now = self.scale_now = None
             return
         levels = weight_layout(self.policy).levels
-        generator = make_generator(self.cells.device, self.seed, "drift", self.program_count,
+        generator = make_generator("cpu", self.seed, "drift", self.program_count,
                                    self.time_since_programming)
         programmed = self._cell_planes(self.cells.to(self.weight_scale.dtype))
         coeffs = None if self.drift_coeffs is None else self._cell_planes(self.drift_coeffs)
@@ -283,16 +289,15 @@ class CrossbarLayer(nn.Module):
         return {**super().__getstate__(), "_kernel_cache": {}}
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module signature)
-        cell_storage = self.cells.dtype
+        chip = {name: self._buffers[name] for name in _CHIP_STATE if self._buffers.get(name) is not None}
         super()._apply(fn, recurse)
-        # the cells keep their storage format (uint8 digits, float16 or float32 values: readers
-        # convert); half-precision state would round the programmed noise: keep it in float32
-        self._buffers["cells"] = self.cells.to(cell_storage)
-        for name in ("weight_scale", "code_colsum", "adc_full_scale", "adc_observed_max",
-                     "drift_coeffs", "cells_now", "scale_now"):
-            buf = self._buffers.get(name)
-            if buf is not None and buf.is_floating_point() and buf.dtype not in _STATE_DTYPES:
-                self._buffers[name] = buf.float()
+        # the chip moves with the module but is never rounded: the cells keep their storage
+        # format (uint8 digits, float16 or float32 values: readers convert) and a half-precision
+        # conversion (model.half()) leaves the state as it was, on the new device
+        for name, old in chip.items():
+            new = self._buffers[name]
+            if new.dtype != old.dtype and (name == "cells" or new.dtype not in _STATE_DTYPES):
+                self._buffers[name] = old.to(new.device)
         self._kernel_cache = {}  # cached kernels live on the old device / dtype
         return self
 

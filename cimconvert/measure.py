@@ -23,6 +23,7 @@ from torch import nn
 from .attention import LinearMultiheadAttention
 from .errors import DataError
 from .layers import CrossbarLayer
+from .precision import ieee_float32
 
 __all__ = ["ErrorStats", "ForwardStats", "measure_forward", "weight_error", "op_macs", "batch_size"]
 
@@ -136,7 +137,7 @@ def _reference_outputs(
             continue
         outputs[name] = []
         pairs.append((module, lambda _m, _a, out, name=name: outputs[name].append(out.detach())))
-    with _hooks(pairs):
+    with _hooks(pairs), ieee_float32():  # the exact float reference, whatever precision the user set
         _call(reference, inputs)
     return outputs
 

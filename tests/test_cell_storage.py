@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cimconvert import convert, crossbar, crossbar_layers, get_policy, load, save
+from cimconvert import calibrate, convert, crossbar, crossbar_layers, get_policy, load, save
 from cimconvert.crossbar import HALF_CELL_ERROR, program_weights, weight_layout
 
 CLEAN = dict(program_noise=0.0, read_noise=0.0)
@@ -92,3 +92,24 @@ def test_float32_storage_holds_the_drawn_values_and_compact_storage_rounds_them_
     compact = program_weights(w, policy, torch.Generator().manual_seed(2)).cells
     assert (full.dtype, compact.dtype) == (torch.float32, torch.float16)
     assert torch.equal(compact, full.half())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_keeps_its_chip_bit_for_bit(dtype):
+    """``model.half()`` rounds the float weight and bias, never the programmed state: the cells,
+    weight scales, code column sums and calibrated ADC ranges stay as programmed."""
+    torch.manual_seed(0)
+    policy = get_policy("slc2mlc3", adc_bits=6, program_noise=1e-3, cell_storage="float32",
+                        adc_range="calibrated")
+    model = convert(nn.Sequential(nn.Linear(40, 8)), policy)
+    calibrate(model, [torch.randn(16, 40)])
+    (layer,) = crossbar_layers(model).values()
+    chip = {name: buffer.clone() for name, buffer in layer.named_buffers()}
+    assert {"cells", "weight_scale", "code_colsum", "adc_full_scale"} <= chip.keys()
+    assert chip["cells"].dtype == torch.float32
+    model.to(dtype)
+    assert layer.weight.dtype == dtype
+    for name, buffer in layer.named_buffers():
+        assert buffer.dtype == chip[name].dtype and torch.equal(buffer, chip[name]), name
+    with torch.no_grad():
+        assert model(torch.randn(3, 40, dtype=dtype)).dtype == dtype
