@@ -234,13 +234,22 @@ def resolve_device(name: str | None) -> torch.device:
     """The torch device a ``--device`` value names (default: CUDA when available, else CPU).
 
     Raises:
-        CimConvertError: a CUDA device is asked for and none is available.
+        CimConvertError: the name is not a device, or names a CUDA device this machine lacks.
     """
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CimConvertError(f"--device {name}: no CUDA device is available; use --device cpu.")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CimConvertError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CimConvertError(f"--device {name}: no CUDA device is available; use --device cpu.")
+        if device.index is not None and device.index >= count:
+            raise CimConvertError(f"--device {name}: this machine has {count} CUDA device(s), "
+                                  f"cuda:0 to cuda:{count - 1}.")
+    return device
 
 
 def _calibration_batch(config: RunConfig, dataset: Dataset | None, data_config: dict[str, Any],

@@ -173,6 +173,9 @@ def _not_a_directory(tmp_path: Path) -> str:
     (["digits_cnn", "--policy", "slc2mlc3", "--out", _not_a_directory], "is not a directory"),
     (["resnet18", "--policy", "slc2mlc3"], "--checkpoint FILE .* or --random-weights"),
     (["digits_cnn", "--policy", "slc2mlc3", "--chunk-mb", "0"], "chunk_mb=0.0 is invalid"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--device", "gpu"], "Device 'gpu' is unknown; allowed: cpu, cuda"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--device", "cuda:x"], "'cuda:x' is not a device; use cpu, cuda"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--device", "cuda:64"], "CUDA device"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     args = [a(tmp_path) if callable(a) else a for a in args]
