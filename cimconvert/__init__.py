@@ -16,6 +16,7 @@ from .errors import (
     ProfileError,
     TraceError,
     TraceWarning,
+    UnusedRuleWarning,
 )
 from .evaluate import evaluate, evaluate_trials
 from .finetune import finetune
@@ -88,6 +89,7 @@ __all__ = [
     "PolicyError",
     "TraceError",
     "TraceWarning",
+    "UnusedRuleWarning",
     "MappingError",
     "ProfileError",
     "ModelError",

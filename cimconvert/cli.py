@@ -115,6 +115,9 @@ def _print_summary(results: dict[str, Any], out: Path | None = None) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
+    if args.random_weights and args.checkpoint:
+        raise CimConvertError("--checkpoint and --random-weights exclude each other: give the weights "
+                              "file, or ask for random weights.")
     return RunConfig(
         model=args.model, policy=args.policy, overrides=parse_overrides(args.set),
         first_last_digital=args.first_last_digital, profile=args.profile, checkpoint=args.checkpoint,
@@ -177,6 +180,8 @@ def _policies(argv: Sequence[str]) -> int:
     width = max((len(n) for n in names), default=0)
     for name in names:
         print(f"{name:<{width}}  {describe_policy(name)}")
+    if not names:
+        print(f"no preset matches {args.pattern!r}", file=sys.stderr)
     print("(any slc{N}mlc{M}[tlc{T}] name also works, e.g. slc4mlc2)")
     return 0
 
@@ -239,9 +244,21 @@ def _finetune(argv: Sequence[str]) -> int:
     return 0
 
 
+_WORKER_TRACEBACK = "Original Traceback (most recent call last)"
+"""How torch's DataLoader wraps an exception raised in a worker process."""
+
 _SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "policies": _policies, "models": _models, "report": _report, "run": _recipe, "finetune": _finetune,
 }
+
+
+def _one_line(exc: CimConvertError) -> str:
+    """The message of a user error on one line. An error raised in a data-loading worker comes
+    back wrapped in the worker's traceback, whose last line is the original message."""
+    text = str(exc)
+    if _WORKER_TRACEBACK in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _SUBCOMMANDS[argv[0]](argv[1:])
         return _job(argv)
     except CimConvertError as exc:
-        print(f"cimconvert: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"cimconvert: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

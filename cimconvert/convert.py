@@ -10,8 +10,11 @@ modules in place (as aihwkit's ``convert_to_analog``), with one :class:`~cimconv
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import operator
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +27,9 @@ from torch.fx._symbolic_trace import _assert_is_none
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .attention import swap_multihead_attention
-from .errors import CimConvertError, ModelError, TraceWarning
+from .errors import (
+    CimConvertError, DataError, ModelError, TraceWarning, UnusedRuleWarning, close_matches, describe_inputs,
+)
 from .layers import CROSSBAR_CLASSES, CrossbarLayer
 from .matching import DigitalOp, Matches, Site, match_children, match_graph
 from .policy import Policy
@@ -60,8 +65,12 @@ def _tensor_shapes(root: nn.Module, graph: fx.Graph, example_inputs: Sequence[An
     gm = fx.GraphModule(root, copy.deepcopy(graph))
     modes = {module: module.training for module in root.modules()}
     try:
-        with torch.no_grad():
+        # ShapeProp prints the traceback of a failing node before raising: the error says it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(gm.eval()).propagate(*example_inputs)
+    except RuntimeError as exc:
+        raise DataError(f"{type(root).__name__} cannot run on example_inputs "
+                        f"{describe_inputs(example_inputs)}: {exc.__cause__ or exc}") from None
     finally:
         for module, training in modes.items():
             module.training = training
@@ -70,6 +79,15 @@ def _tensor_shapes(root: nn.Module, graph: fx.Graph, example_inputs: Sequence[An
                          if hasattr(arg.meta.get("tensor_meta"), "shape"))
         for node in gm.graph.nodes
     }
+
+
+def _check_leaf_names(model: nn.Module, leaf_modules: LeafModules) -> None:
+    """Raise :class:`ModelError` for a leaf module name that names no module of ``model``."""
+    names = {name for name, _ in model.named_modules()}
+    for leaf in leaf_modules:
+        if isinstance(leaf, str) and leaf not in names:
+            raise ModelError(f"leaf_modules names {leaf!r}, which is not a module of "
+                             f"{type(model).__name__}.{close_matches(leaf, names)}")
 
 
 def _call_module_instead(graph: fx.Graph, node: fx.Node, site: Site) -> None:
@@ -111,6 +129,19 @@ def _preserve_attributes(source: nn.Module, target: nn.Module) -> None:
     for name, value in vars(source).items():
         if not name.startswith("_") and not hasattr(target, name):
             setattr(target, name, value)
+
+
+def _warn_unused_rules(model_name: str, layer_names: list[str], policy_map: PolicyMap) -> None:
+    """Warn about policy-map name rules that match no eligible layer (a typo would otherwise
+    leave the layer it meant on the default policy without a word)."""
+    unused = [f"name {name!r}" for name in policy_map.names
+              if not any(layer == name or layer.startswith(name + ".") for layer in layer_names)]
+    unused += [f"name_regex {pattern!r}" for pattern in policy_map.name_regexes
+               if not any(re.match(pattern, layer) for layer in layer_names)]
+    if unused:
+        shown = ", ".join(layer_names[:6]) + (", ..." if len(layer_names) > 6 else "")
+        warnings.warn(f"Policy map rules that match no eligible layer of {model_name}: "
+                      f"{', '.join(unused)} (layers: {shown}).", UnusedRuleWarning, stacklevel=3)
 
 
 def _apply_policies(root: nn.Module, graph: fx.Graph | None, sites: list[Site], policy_map: PolicyMap,
@@ -186,8 +217,11 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}.")
     policy_map = policy if isinstance(policy, PolicyMap) else PolicyMap(resolve_policy(policy))
     leaf_modules = check_leaf_modules(leaf_modules)
+    _check_leaf_names(model, leaf_modules)
     working = model if inplace else copy.deepcopy(model)
     swap_multihead_attention(working)
     inputs = () if example_inputs is None else (
@@ -204,6 +238,7 @@ def convert(
     sites: dict[str, Site] = {}  # a module called twice is one layer, at its first call
     for site in matches.sites:
         sites.setdefault(site.name, site)
+    _warn_unused_rules(type(model).__name__, list(sites), policy_map)
     digital = matches.digital + _apply_policies(working, graph, list(sites.values()), policy_map, seed)
     converted = working
     if graph is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_dataset as timm_create_dataset
-from timm.data import create_transform, resolve_model_data_config
+from timm.data import ImageDataset, create_transform, resolve_model_data_config
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -25,6 +25,7 @@ from .seeding import make_generator
 __all__ = [
     "BUILTIN_PREFIX",
     "ArrayDataset",
+    "StrictImageFolder",
     "digits_split",
     "load_npz_folder",
     "create_dataset",
@@ -36,6 +37,9 @@ __all__ = [
 
 BUILTIN_PREFIX = "builtin:"
 """``--data-dir`` values starting with this name a dataset that ships with cimconvert."""
+
+TIMM_DATASET_PREFIXES = ("torch", "hfds", "hfids", "tfds", "wds")
+"""Prefixes of the dataset names timm's ``create_dataset`` reads (``torch/cifar10``, ...)."""
 
 DIGITS_HELD_OUT = 0.3
 """Fraction of scikit-learn's digits kept out of training (stratified, ``random_state=0``)."""
@@ -59,6 +63,32 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image = Image.fromarray(self.images[index])
         return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
+class StrictImageFolder(Dataset):
+    """timm's image-folder dataset, failing on an image it cannot decode.
+
+    timm logs such an image and returns the next sample in its place, which would silently
+    change what is measured; here the error names the file. Images go through ``images``'s own
+    transform; unlabelled images get label -1.
+    """
+
+    def __init__(self, images: ImageDataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        source, target = self.images.reader[index][:2]
+        try:
+            image = Image.open(source)
+            image.load()
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged files
+            name = self.images.filename(index, absolute=True)
+            raise DataError(f"Image {name} cannot be read ({exc}); remove or replace it.") from None
+        transform = self.images.transform
+        return (transform(image) if transform else image), (-1 if target is None else int(target))
 
 
 def digits_split(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +161,13 @@ def create_dataset(
         DataError: the name or folder is unknown, empty or unreadable.
     """
     text = str(data_dir)
+    if dataset and dataset.partition("/")[0].lower() not in TIMM_DATASET_PREFIXES:
+        raise DataError(
+            f"Dataset {dataset!r} is unknown; allowed: a name with one of the prefixes "
+            f"{', '.join(p + '/' for p in TIMM_DATASET_PREFIXES)} (timm's readers, e.g. "
+            f"torch/cifar10), or none for image and .npz folders.")
+    if text.startswith(BUILTIN_PREFIX) and dataset:
+        raise DataError(f"--dataset {dataset} reads a folder; {text} is a built-in dataset, not a folder.")
     if text.startswith(BUILTIN_PREFIX):
         name = text[len(BUILTIN_PREFIX):]
         if name not in _BUILTINS:
@@ -148,10 +185,14 @@ def create_dataset(
     if not dataset and any(folder.glob("*.npz")):
         return ArrayDataset(*load_npz_folder(folder), transform=transform)
     try:
-        return timm_create_dataset(dataset, root=text, split=split, is_training=False,
-                                   transform=transform)
+        found = timm_create_dataset(dataset, root=text, split=split, is_training=False,
+                                    transform=transform)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise DataError(f"Cannot read dataset {dataset or text!r}: {exc}") from None
+        # cimconvert never downloads: torchvision's advice does not apply
+        reason = str(exc).replace("You can use download=True to download it", "").strip()
+        hint = f" Place the dataset's files under {text}." if dataset else ""
+        raise DataError(f"Cannot read dataset {dataset or text!r}: {reason}{hint}") from None
+    return StrictImageFolder(found) if isinstance(found, ImageDataset) else found
 
 
 def resolve_data_config(model: nn.Module, *, img_size: int | None = None) -> dict[str, Any]:

@@ -20,7 +20,9 @@ __all__ = [
     "OutputError",
     "FormatError",
     "TraceWarning",
+    "UnusedRuleWarning",
     "close_matches",
+    "describe_inputs",
 ]
 
 
@@ -64,7 +66,22 @@ class TraceWarning(UserWarning):
     """A model could not be traced; it was converted by swapping modules in place."""
 
 
+class UnusedRuleWarning(UserWarning):
+    """A policy-map name rule matches no eligible layer of the model converted."""
+
+
 def close_matches(name: str, choices: Iterable[str], n: int = 5) -> str:
     """Return a ``"did you mean ..."`` hint for ``name`` among ``choices`` ('' if none is close)."""
     matches = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(matches)}?" if matches else ""
+
+
+def describe_inputs(inputs: object) -> str:
+    """Shapes of a model's inputs for an error message: ``(2, 3, 32, 32)`` or ``[(2, 3), (4,)]``."""
+    def shape(value: object) -> str:
+        size = getattr(value, "shape", None)
+        return str(tuple(size)) if size is not None else type(value).__name__
+
+    if isinstance(inputs, (tuple, list)):
+        return shape(inputs[0]) if len(inputs) == 1 else f"[{', '.join(shape(v) for v in inputs)}]"
+    return shape(inputs)

@@ -46,6 +46,7 @@ def evaluate(
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         logits = model(images.to(device))
         labels = labels.to(logits.device)
+        _check_labels(labels, logits.shape[-1])
         ranked = logits.topk(min(max(topk), logits.shape[-1]), dim=-1).indices
         hits = ranked == labels.unsqueeze(-1)
         for k in topk:
@@ -54,6 +55,16 @@ def evaluate(
     if not seen:
         raise DataError("The evaluation data holds no images.")
     return {**{f"top{k}": 100.0 * correct[k] / seen for k in topk}, "images": seen}
+
+
+def _check_labels(labels: torch.Tensor, classes: int) -> None:
+    """Raise :class:`DataError` for a label the model's ``classes`` outputs cannot score."""
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        raise DataError(
+            f"Label {int(labels[outside][0])} is outside the model's {classes} classes (0 to "
+            f"{classes - 1}): the data does not belong to this classifier (check --num-classes, "
+            f"the checkpoint and the data directory).")
 
 
 def evaluate_trials(

@@ -28,7 +28,7 @@ from .errors import CimConvertError, ModelError
 from .layers import CrossbarLayer
 from .seeding import make_generator
 
-__all__ = ["finetune", "OPTIMIZERS"]
+__all__ = ["finetune", "check_training", "OPTIMIZERS"]
 
 OPTIMIZERS = ("sgd", "adam")
 """Optimizers :func:`finetune` builds: ``torch.optim.SGD`` (with ``momentum``) and ``Adam``."""
@@ -37,6 +37,24 @@ OPTIMIZERS = ("sgd", "adam")
 def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
     if isinstance(value, bool) or not ok:
         raise CimConvertError(f"finetune: {name}={value!r} is invalid; allowed: {allowed}.")
+
+
+def check_training(*, epochs: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
+                   weight_decay: float = 0.0, train_noise: float = 0.0, reprogram_every: int = 1) -> None:
+    """Check the training settings of :func:`finetune` (which see), before any work.
+
+    Raises:
+        CimConvertError: a setting is out of range; the message names it and the allowed values.
+    """
+    _check("epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an integer >= 1")
+    _check("lr", lr, isinstance(lr, (int, float)) and lr > 0, "a number > 0")
+    _check("optimizer", optimizer, optimizer in OPTIMIZERS, ", ".join(OPTIMIZERS))
+    _check("momentum", momentum, isinstance(momentum, (int, float)) and momentum >= 0, "a number >= 0")
+    _check("weight_decay", weight_decay, isinstance(weight_decay, (int, float)) and weight_decay >= 0,
+           "a number >= 0")
+    _check("train_noise", train_noise, isinstance(train_noise, (int, float)) and train_noise >= 0, "a number >= 0")
+    _check("reprogram_every", reprogram_every, isinstance(reprogram_every, int) and reprogram_every >= 1,
+           "an integer >= 1")
 
 
 def _output_noise(sigma: float, generator: torch.Generator) -> Any:
@@ -94,12 +112,8 @@ def finetune(
         ModelError: the model holds no crossbar layer.
         CimConvertError: an argument is out of range.
     """
-    _check("epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an integer >= 1")
-    _check("lr", lr, isinstance(lr, (int, float)) and lr > 0, "a number > 0")
-    _check("optimizer", optimizer, optimizer in OPTIMIZERS, ", ".join(OPTIMIZERS))
-    _check("train_noise", train_noise, isinstance(train_noise, (int, float)) and train_noise >= 0, "a number >= 0")
-    _check("reprogram_every", reprogram_every, isinstance(reprogram_every, int) and reprogram_every >= 1,
-           "an integer >= 1")
+    check_training(epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+                   train_noise=train_noise, reprogram_every=reprogram_every)
     layers = [m for m in model.modules() if isinstance(m, CrossbarLayer)]
     if not layers:
         raise ModelError("finetune: the model holds no crossbar layer; convert it first (cimconvert.convert).")

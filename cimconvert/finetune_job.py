@@ -18,11 +18,12 @@ from .convert import convert
 from .data import create_dataset, create_eval_transform, create_loader, resolve_data_config
 from .distributed import evaluate_sharded, init_from_env, world
 from .errors import DataError
-from .finetune import finetune
+from .finetune import check_training, finetune
 from .io_utils import staged_directory
 from .models import create_model
 from .runner import (
-    RunConfig, build_policy_map, default_out_dir, format_results, resolve_device, saved_model_source,
+    RunConfig, build_policy_map, check_input_shape, check_split, default_out_dir, format_results,
+    resolve_device, saved_model_source,
 )
 from .serialization import save
 
@@ -51,6 +52,8 @@ def run_finetune(config: RunConfig, *, train_split: str = "train", **training: A
     started = time.perf_counter()
     if config.data_dir is None:
         raise DataError("cimconvert finetune needs --data-dir: the data to train on and to evaluate.")
+    check_split(config.data_dir, config.dataset, train_split, "--train-split")
+    check_training(**training)
     policy_map, policy_label = build_policy_map(
         config.policy, config.overrides, first_last_digital=config.first_last_digital)
     device = resolve_device(config.device)
@@ -67,6 +70,7 @@ def run_finetune(config: RunConfig, *, train_split: str = "train", **training: A
                                        split=config.split),
                         batch_size=config.batch_size, workers=config.workers, limit=config.limit)
     example = next(iter(val))[0][: config.calib_size].to(device)
+    check_input_shape(model, example[:1], config.model)
     converted = convert(model, policy_map, example_inputs=example, seed=config.seed)
     direct = evaluate_sharded(converted, val, device=device, progress=progress)
     history = finetune(converted, train, device=device, seed=config.seed, progress=progress, **training)

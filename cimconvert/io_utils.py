@@ -61,15 +61,54 @@ def staged_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         raise OutputError(f"Cannot write to {target}: {exc.strerror or exc}.") from exc
     try:
-        yield staging
-        if existing != target:
-            os.rename(staging, target)
-        else:
-            for item in sorted(staging.iterdir()):
-                os.replace(item, target / item.name)
-            staging.rmdir()
-    except OSError as exc:
-        raise OutputError(f"Cannot write to {target}: {exc.strerror or exc}.") from exc
+        try:
+            yield staging
+        except OSError as exc:
+            raise OutputError(f"Cannot write {_named(exc, staging, target)}: {_reason(exc)}.") from exc
+        try:
+            if existing != target:
+                os.rename(staging, target)
+            else:
+                _replace_all(staging, target)
+        except OSError as exc:
+            raise OutputError(f"Cannot write to {target}: {_reason(exc)}.") from exc
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).rstrip(".")
+
+
+def _named(exc: OSError, staging: Path, target: Path) -> Path:
+    """The path of the output a failed write in ``staging`` was for (``target`` if unknown)."""
+    if exc.filename is None:
+        return target
+    try:
+        return target / Path(exc.filename).relative_to(staging)
+    except ValueError:
+        return Path(exc.filename)
+
+
+def _replace_all(staging: Path, target: Path) -> None:
+    """Move every entry of ``staging`` into the existing directory ``target``, replacing old ones.
+
+    Every destination is checked before anything moves (a file cannot replace a directory, nor a
+    directory a file), so a refused set leaves ``target`` as it was. An old directory is swapped
+    out (into ``staging``, removed with it) and the new one renamed in its place.
+    """
+    items = sorted(staging.iterdir())
+    for item in items:
+        dest = target / item.name
+        if dest.exists() and dest.is_dir() != item.is_dir():
+            kind = "directory" if dest.is_dir() else "file"
+            raise OutputError(f"Cannot write {dest}: a {kind} of that name is in the way; move it "
+                              f"or choose another output directory.")
+    old = staging / ".replaced"
+    old.mkdir()
+    for item in items:
+        dest = target / item.name
+        if item.is_dir() and dest.exists():
+            os.rename(dest, old / item.name)
+        os.replace(item, dest)

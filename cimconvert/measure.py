@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import LinearMultiheadAttention
-from .errors import DataError
+from .errors import DataError, describe_inputs
 from .layers import CrossbarLayer
 from .precision import ieee_float32
 
@@ -138,7 +138,11 @@ def _reference_outputs(
         outputs[name] = []
         pairs.append((module, lambda _m, _a, out, name=name: outputs[name].append(out.detach())))
     with _hooks(pairs), ieee_float32():  # the exact float reference, whatever precision the user set
-        _call(reference, inputs)
+        try:
+            _call(reference, inputs)
+        except RuntimeError as exc:  # the float model itself refuses them: the inputs are wrong
+            raise DataError(f"{type(reference).__name__} cannot run on inputs "
+                            f"{describe_inputs(inputs)}: {exc}") from None
     return outputs
 
 

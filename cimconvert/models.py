@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,21 @@ def match_state_dict(checkpoint: dict[str, Any], model: nn.Module) -> dict[str, 
     return {k: state.get(k, own[k]) for k in own}
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+"""Terminal colour codes, which torch puts in some unpickling errors."""
+
+_PICKLE_PROTOCOL_2_PLUS = b"\x80"
+"""First byte of a pickle of protocol 2 or later (the legacy ``torch.save`` format)."""
+
+
+def _is_torch_save_file(path: Path) -> bool:
+    """Whether ``path`` looks like a ``torch.save`` file: a zip archive (the current format) or a
+    pickle (the legacy one). An empty file passes, so that its error says it is truncated."""
+    with path.open("rb") as stream:
+        head = stream.read(1)
+    return not head or zipfile.is_zipfile(path) or head == _PICKLE_PROTOCOL_2_PLUS
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Load local weights into ``model``.
 
@@ -108,21 +125,29 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         ModelError: the file is missing, unreadable, unsafe to unpickle, or does not fit the model.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"Checkpoint {str(path)!r} is a directory; give a weights file "
+                         f"(.safetensors, or .pth/.pt written by torch.save).")
     if not path.is_file():
         raise ModelError(f"Checkpoint {str(path)!r} does not exist.")
+    if path.suffix != ".safetensors" and not _is_torch_save_file(path):
+        raise ModelError(f"Checkpoint {str(path)!r} is not a PyTorch checkpoint (neither a "
+                         f"torch.save archive nor a pickle); give a .safetensors file or a state "
+                         f"dict written by torch.save.")
     try:
         if path.suffix == ".safetensors":
             checkpoint = load_file(path)
         else:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0]
+        reason = _ANSI_ESCAPE.sub("", str(exc)).strip().splitlines()[0]
         raise ModelError(
             f"Checkpoint {str(path)!r} holds objects that weights_only loading refuses ({reason}); "
             f"save just the state_dict: torch.save(model.state_dict(), path)."
         ) from None
     except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as exc:
-        raise ModelError(f"Checkpoint {str(path)!r} is not readable: {exc}") from None
+        reason = str(exc) or "the file ends early (truncated or empty)"
+        raise ModelError(f"Checkpoint {str(path)!r} is not readable: {reason}") from None
     if not isinstance(checkpoint, dict):
         raise ModelError(f"Checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a state dict.")
     try:
@@ -198,6 +223,12 @@ def create_model(
             model = timm.create_model(_timm_name(name), pretrained=pretrained, **kwargs)
     except OSError as exc:  # urllib, huggingface_hub offline and HTTP errors are all OSErrors
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not pretrained:  # a Hub name needs its config from the Hub even without weights
+            raise ModelError(
+                f"Cannot fetch the configuration of {name!r} ({reason}). Offline? Use the "
+                f"architecture's timm name instead (e.g. 'vit_tiny_patch16_224'), with "
+                f"--checkpoint FILE for its weights."
+            ) from None
         raise ModelError(
             f"Cannot fetch the weights of {name!r} ({reason}). Offline? Pass --checkpoint FILE "
             f"with local weights, or --random-weights for a mapping-only study "

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from .errors import PolicyError
 from .policy import Policy, policy_field_names
 from .registry import get_policy, is_policy, resolve_policy
+from .yaml_files import read_yaml
 
 __all__ = ["PolicyMap", "PolicySpec", "OpType", "OP_TYPES"]
 
@@ -38,6 +39,13 @@ OP_TYPES: dict[type[nn.Module], str] = {nn.Linear: "linear", nn.Conv1d: "conv1d"
 _OP_TYPE_ALIASES: dict[OpType, str] = {**OP_TYPES, F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d"}
 _KEYS = ("version", "default", "op_type", "name_regex", "name", "first_digital", "last_digital",
          "first_last_digital", "min_weights")
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A yes/no option, which must be a real bool (``"no"`` is not false)."""
+    if not isinstance(value, bool):
+        raise PolicyError(f"PolicyMap.{name}={value!r} is invalid; allowed: true, false.")
+    return value
 
 
 def _as_policy(value: PolicySpec) -> Policy | None:
@@ -106,8 +114,9 @@ class PolicyMap:
         self.op_types: dict[str, Policy | None] = {}
         self.name_regexes: dict[str, Policy | None] = {}
         self.names: dict[str, Policy | None] = {}
-        self.first_digital = bool(first_digital or first_last_digital)
-        self.last_digital = bool(last_digital or first_last_digital)
+        first_last = _flag("first_last_digital", first_last_digital)
+        self.first_digital = _flag("first_digital", first_digital) or first_last
+        self.last_digital = _flag("last_digital", last_digital) or first_last
         self.min_weights = 0
         self.set_min_weights(min_weights)
 
@@ -140,7 +149,7 @@ class PolicyMap:
 
     def set_first_last_digital(self, first: bool = True, last: bool = True) -> PolicyMap:
         """Keep the first and/or last eligible op (in execution order) digital."""
-        self.first_digital, self.last_digital = bool(first), bool(last)
+        self.first_digital, self.last_digital = _flag("first", first), _flag("last", last)
         return self
 
     def set_min_weights(self, min_weights: int) -> PolicyMap:
@@ -225,11 +234,7 @@ class PolicyMap:
     @classmethod
     def from_yaml(cls, path: str | Path) -> PolicyMap:
         """Load a policy map written as YAML in the :meth:`from_dict` form."""
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise PolicyError(f"Cannot read policy map {str(path)!r}: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml(path, "policy map", PolicyError))
 
     def to_yaml(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as YAML."""

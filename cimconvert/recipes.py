@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .data import BUILTIN_PREFIX
 from .errors import CimConvertError
 from .models import model_source
 from .runner import POLICY_FILE_SUFFIXES, JobResult, RunConfig, build_policy_map, run_job
 from .sweep import SweepResult, check_sweep, expand_grid, run_sweep
+from .yaml_files import read_yaml
 
 __all__ = ["Recipe", "load_recipe", "recipe_from_dict", "run_recipe", "RECIPE_INPUT_PATHS"]
 
@@ -94,13 +93,11 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (see :func:`recipe_from_dict`).
 
     Raises:
-        CimConvertError: the file is unreadable, not YAML, or not a valid recipe.
+        CimConvertError: the file is unreadable, not UTF-8, not YAML (a key given twice included),
+            or not a valid recipe.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CimConvertError(f"Cannot read recipe {str(path)!r}: {exc}") from None
+    data = read_yaml(path, "recipe", CimConvertError)
     try:
         return recipe_from_dict(data, path.parent)
     except CimConvertError as exc:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import PolicyError, close_matches
-from .policy import Policy
+from .policy import MAX_OPERAND_BITS, Policy
 
 __all__ = [
     "register_policy",
@@ -71,6 +71,9 @@ def _grammar_policy(name: str) -> Policy | None:
     widths = (1,) * slc + (2,) * mlc + (3,) * tlc
     if not widths:
         return None
+    if not 2 <= sum(widths) <= MAX_OPERAND_BITS:
+        raise PolicyError(f"Policy {name!r} cuts {sum(widths)}-bit operands; the grammar "
+                          f"slc{{N}}mlc{{M}}tlc{{T}} allows N + 2M + 3T from 2 to {MAX_OPERAND_BITS} bits.")
     return Policy(name=name, weight_slices=widths, input_slices=widths, **GRAMMAR_DEFAULTS)
 
 

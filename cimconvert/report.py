@@ -249,9 +249,13 @@ class DeploymentReport:
             path = path / "report.json"
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise FormatError(f"Cannot read the deployment report {path}: {exc.strerror}.") from exc
-        return cls.from_json(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise FormatError(f"Cannot read the deployment report {path}: {reason}.") from exc
+        try:
+            return cls.from_json(text)
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from exc
 
     # -- rendering ----------------------------------------------------------------------------
     def to_csv(self) -> str:

@@ -11,7 +11,10 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from .calibration import calibrate
 from .convert import convert, set_chunk_budget
 from .data import (
+    BUILTIN_PREFIX,
     create_dataset,
     create_eval_transform,
     create_loader,
@@ -32,7 +36,7 @@ from .data import (
     synthetic_batch,
 )
 from .errors import CimConvertError, DataError, OutputError, PolicyError, close_matches
-from .drift import evaluate_over_time, parse_times
+from .drift import evaluate_over_time, parse_time, parse_times
 from .evaluate import evaluate, evaluate_trials, summarize_trials
 from .io_utils import staged_directory
 from .models import create_model
@@ -42,11 +46,69 @@ from .registry import get_policy
 from .report import DeploymentReport, build_report
 
 __all__ = ["RunConfig", "JobResult", "PreparedJob", "Measurement", "run_job", "prepare_job", "measure_policy",
-           "job_header", "build_policy_map", "parse_overrides", "format_results", "default_out_dir"]
+           "job_header", "build_policy_map", "parse_overrides", "format_results", "default_out_dir",
+           "check_split", "check_input_shape"]
 
 RESULTS_FORMATS = ("json", "csv")
 POLICY_FILE_SUFFIXES = (".yaml", ".yml")
 """A ``policy`` string with one of these suffixes names a policy-map file, not a preset."""
+BUILTIN_SPLITS = ("train", "validation", "test")
+"""Splits of ``builtin:`` data: its training part, and its held-out part (validation and test are
+the same images, see :func:`cimconvert.data.create_dataset`)."""
+FOLDER_SPLITS = ("train", "training", "val", "valid", "validation", "eval", "evaluation")
+"""Split names timm maps to an image folder's split subfolder (or, lacking one, to the whole folder);
+the name of any existing subfolder is a split too."""
+_MINIMUMS = {"num_classes": 1, "img_size": 1, "calib_size": 1, "batch_size": 1, "workers": 0, "limit": 1,
+             "trials": 1}
+"""The smallest value of :class:`RunConfig`'s integer fields that have one."""
+_TYPE_WORDS = {bool: "true, false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+               tuple: "a list", type(None): "null"}
+
+
+def _field_classes(hint: Any) -> tuple[type, ...]:
+    """The classes a field annotation allows: ``int | None`` -> ``(int, NoneType)``."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(member) or member for member in members)
+
+
+def _field_error(name: str, value: Any, classes: tuple[type, ...]) -> CimConvertError | None:
+    """The error of a field value outside its classes (a bool is not an integer, an integer is a
+    number) or below its :data:`_MINIMUMS` entry; None when the value is fine."""
+    if isinstance(value, bool):
+        fine = bool in classes
+    elif isinstance(value, int) and (int in classes or float in classes):
+        fine = value >= _MINIMUMS.get(name, value)
+    else:
+        fine = isinstance(value, classes)
+    if fine:
+        return None
+    words = [_TYPE_WORDS[c] + (f" >= {_MINIMUMS[name]}" if c is int and name in _MINIMUMS else "")
+             for c in classes]
+    return CimConvertError(f"{name}={value!r} is invalid; allowed: {' or '.join(words)}.")
+
+
+def check_split(data_dir: str | None, dataset: str, split: str, option: str = "--split") -> None:
+    """Check that ``split`` names a split of ``data_dir``: one of :data:`BUILTIN_SPLITS` for
+    built-in data, of :data:`FOLDER_SPLITS` or an existing subfolder for an image folder. Folders of
+    ``.npz`` archives (one split) and timm datasets (``dataset``, checked by timm) are not checked.
+
+    Raises:
+        DataError: the split is unknown; the message lists the allowed names.
+    """
+    if data_dir is None or dataset:
+        return
+    if not isinstance(split, str):
+        raise DataError(f"{option} {split!r} is invalid; allowed: a split name.")
+    if data_dir.startswith(BUILTIN_PREFIX):
+        allowed = BUILTIN_SPLITS
+    else:
+        folder = Path(data_dir)
+        if not folder.is_dir() or any(folder.glob("*.npz")):
+            return
+        allowed = (*FOLDER_SPLITS, *sorted(p.name for p in folder.iterdir() if p.is_dir()))
+    if split.split("[")[0] not in allowed:  # timm reads "train[:100]" as a slice of "train"
+        raise DataError(f"{option} {split!r} is unknown for {data_dir}; allowed: "
+                        f"{', '.join(dict.fromkeys(allowed))}.")
 
 
 @dataclass(frozen=True)
@@ -115,21 +177,34 @@ class RunConfig:
     (``"1s,1h,1d,1y"``)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "times", tuple(
-            parse_times(self.times) if isinstance(self.times, str) else (float(t) for t in self.times)))
-        # batch_size, workers and limit are checked where they are used (create_loader)
-        for name in ("calib_size", "trials"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"{name}={value!r} is invalid; allowed: an integer >= 1.")
-        if self.chunk_mb is not None and (isinstance(self.chunk_mb, bool) or not isinstance(
-                self.chunk_mb, (int, float)) or not self.chunk_mb > 0):
+        object.__setattr__(self, "times", self._seconds(self.times))
+        self._check_types()
+        if self.chunk_mb is not None and not self.chunk_mb > 0:
             raise CimConvertError(f"chunk_mb={self.chunk_mb!r} is invalid; allowed: a number > 0 (MiB).")
+        check_split(self.data_dir, self.dataset, self.split)
         if self.results_format not in RESULTS_FORMATS:
             raise OutputError(f"Results format {self.results_format!r} is unknown; allowed: "
                               f"{', '.join(RESULTS_FORMATS)}.")
         if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise CimConvertError(f"Device {self.device!r} is unknown; allowed: cpu, cuda, cuda:N.")
+
+    @staticmethod
+    def _seconds(times: Any) -> tuple[float, ...]:
+        """``times`` in seconds: a string of :func:`cimconvert.drift.parse_times`, or a list whose
+        entries are numbers (seconds) or times with a unit (``[1h, 1d]``)."""
+        if isinstance(times, str):
+            return tuple(parse_times(times))
+        if not isinstance(times, (list, tuple)):
+            raise CimConvertError(f"times={times!r} is invalid; allowed: a list of times (e.g. [1h, 1d] or "
+                                  f"[3600, 86400] seconds) or a string (\"1h,1d\").")
+        return tuple(parse_time(str(t)) for t in times)
+
+    def _check_types(self) -> None:
+        """Every field against its annotation, the integer fields against :data:`_MINIMUMS`."""
+        for name, hint in typing.get_type_hints(type(self)).items():
+            error = _field_error(name, getattr(self, name), _field_classes(hint))
+            if error is not None:
+                raise error
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -174,18 +249,26 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
         option: the command-line option they came from, named in error messages.
 
     Raises:
-        PolicyError: an item is not ``FIELD=VALUE`` or its value is not YAML.
+        PolicyError: an item is not ``FIELD=VALUE``, its value is empty or not YAML, or a field
+            is given twice.
     """
     overrides = {}
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise PolicyError(f"{option} expects FIELD=VALUE (e.g. adc_bits=6), got {item!r}.")
+        if not text.strip():
+            raise PolicyError(f"{option} {item!r} has no value; write {key}=null for None.")
         try:
-            overrides[key.strip()] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
             raise PolicyError(f"{option} {item!r}: {text!r} is not a value (number, true/false, "
                               f"null, [list] or text).") from None
+        if key in overrides:
+            raise PolicyError(f"{option} gives {key} twice ({overrides[key]!r} and {value!r}); "
+                              f"give each field once.")
+        overrides[key] = value
     return overrides
 
 
@@ -210,14 +293,28 @@ def build_policy_map(policy: str | dict[str, Any], overrides: dict[str, Any] | N
     if first_last_digital:
         policy_map.set_first_last_digital()
     if overrides:
+        overrides = {str(k): v for k, v in overrides.items()}  # YAML keys may be numbers
+
         def changed(rule_policy: Policy | None) -> Policy | None:
-            return None if rule_policy is None else rule_policy.replace(**overrides)
+            try:
+                return None if rule_policy is None else rule_policy.replace(**overrides)
+            except PolicyError as exc:
+                raise PolicyError(f"{exc}{_null_hint(str(exc), overrides)}") from None
 
         policy_map.default = changed(policy_map.default)
         for rules in (policy_map.op_types, policy_map.name_regexes, policy_map.names):
             for key, rule_policy in rules.items():
                 rules[key] = changed(rule_policy)
     return policy_map, label
+
+
+def _null_hint(message: str, overrides: dict[str, Any]) -> str:
+    """A hint for an invalid value that is Python's ``None`` written as text (YAML reads ``None``
+    as the string 'None'; ``none`` stays text as it is a value of some fields)."""
+    for value in overrides.values():
+        if isinstance(value, str) and value.lower() == "none" and f"={value!r} is invalid" in message:
+            return " Write None as null."
+    return ""
 
 
 def _save_hook() -> Any:
@@ -250,6 +347,33 @@ def resolve_device(name: str | None) -> torch.device:
             raise CimConvertError(f"--device {name}: this machine has {count} CUDA device(s), "
                                   f"cuda:0 to cuda:{count - 1}.")
     return device
+
+
+_SHAPE_ERROR = re.compile(r"shape|size|channels|dimension", re.IGNORECASE)
+"""What torch's errors say when an input does not fit a layer (matmul, conv, view, pooling)."""
+
+
+@torch.no_grad()
+def check_input_shape(model: nn.Module, example: torch.Tensor, name: str) -> None:
+    """Run the float ``model`` once on ``example`` (one preprocessed image), so that an input size
+    the model cannot take fails here, clearly, rather than deep inside an evaluation or conversion.
+
+    Raises:
+        DataError: the forward failed with a shape error; names the input shape and the model's
+            own input size.
+    """
+    try:
+        model(example)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        if not _SHAPE_ERROR.search(str(exc)):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        size = resolve_data_config(model)["input_size"][-1]
+        raise DataError(f"Model {name!r} cannot run on inputs of shape {tuple(example.shape[1:])} "
+                        f"(channels, height, width): {reason}. Set --img-size (img_size in a recipe) "
+                        f"to a size the model takes; its own config says {size}.") from None
 
 
 def _calibration_batch(config: RunConfig, dataset: Dataset | None, data_config: dict[str, Any],
@@ -361,6 +485,7 @@ def prepare_job(config: RunConfig, device: torch.device) -> PreparedJob:
         loader = create_loader(dataset, batch_size=config.batch_size, workers=config.workers,
                                limit=config.limit, pin_memory=device.type == "cuda")
     calib, calibration = _calibration_batch(config, dataset, data_config, transform)
+    check_input_shape(model, calib[:1].to(device), config.model)
     float_metrics = None if loader is None else evaluate(
         model, loader, device=device, progress=config.progress, desc="float")
     return PreparedJob(model=model, device=device, data_config=data_config, loader=loader,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from .convert import convert
-from .errors import DataError, FormatError, ModelError, OutputError
+from .errors import DataError, FormatError, ModelError, OutputError, UnusedRuleWarning
 from .io_utils import staged_directory
 from .layers import CrossbarLayer
 from .models import create_model
@@ -187,7 +188,10 @@ def _rebuild(model: nn.Module, layers: dict[str, dict[str, Any]]) -> nn.Module:
     policy_map = PolicyMap(None)
     for name, entry in layers.items():
         policy_map.set_name(name, Policy.from_dict(entry["policy"]))
-    return convert(model, policy_map, inplace=True)
+    with warnings.catch_warnings():
+        # saved layers the model lacks make load_state_dict's error below, which says more
+        warnings.simplefilter("ignore", UnusedRuleWarning)
+        return convert(model, policy_map, inplace=True)
 
 
 def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Module:

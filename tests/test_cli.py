@@ -135,6 +135,12 @@ def test_console_script_lists_models():
                                    [f"vgg{d}_bn" for d in (11, 13, 16, 19)] for w in (f"cifar10_{n}", "zoo")]
 
 
+@pytest.mark.parametrize("command", ["models", "policies"])
+def test_a_listing_filter_that_matches_nothing_says_so(command):
+    done = cimconvert(command, "zzz*")
+    assert done.returncode == 0 and done.stderr.strip().endswith("matches 'zzz*'")
+
+
 @needs_cifar
 def test_cifar10_resnet20_matches_its_published_accuracy_on_1000_shared_images(tmp_path):
     done = cimconvert("cifar10_resnet20", "--checkpoint", str(RESNET20), "--policy", "ideal", "--data-dir",
@@ -164,6 +170,27 @@ def _not_a_directory(tmp_path: Path) -> str:
     return str(tmp_path / "file" / "out")
 
 
+def _folder_with_a_damaged_image(tmp_path: Path) -> str:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (8, 8), 60 * i).save(tmp_path / "images" / label / f"{i}.png")
+    (tmp_path / "images" / "b" / "1.png").write_bytes(b"not a png")
+    return str(tmp_path / "images")
+
+
+def _digits_recipe(tmp_path: Path) -> str:
+    (tmp_path / "recipe.yaml").write_text("model: digits_cnn\npolicy: slc2mlc3\n")
+    return str(tmp_path / "recipe.yaml")
+
+
+def _non_utf8_recipe(tmp_path: Path) -> str:
+    (tmp_path / "latin1.yaml").write_bytes("model: digits_cnn\npolicy: slc2mlc3\nout: r\xe9sultats\n".encode("latin-1"))
+    return str(tmp_path / "latin1.yaml")
+
+
 @pytest.mark.parametrize("args,message", [
     (["resnet1800", "--policy", "slc2mlc3"], "Unknown model 'resnet1800'"),
     (["digits_cnn", "--policy", "slc2mlc9x"], "Unknown policy 'slc2mlc9x'"),
@@ -173,9 +200,32 @@ def _not_a_directory(tmp_path: Path) -> str:
     (["digits_cnn", "--policy", "slc2mlc3", "--out", _not_a_directory], "is not a directory"),
     (["resnet18", "--policy", "slc2mlc3"], "--checkpoint FILE .* or --random-weights"),
     (["digits_cnn", "--policy", "slc2mlc3", "--chunk-mb", "0"], "chunk_mb=0.0 is invalid"),
+    # read by a loader worker (the calibration image is a good one): the worker's traceback is cut
+    (["digits_cnn", "--policy", "slc2mlc3", "--data-dir", _folder_with_a_damaged_image, "--calib-size", "1",
+      "-j", "1", "--quiet"], r"^cimconvert: error: Image \S+b/1\.png cannot be read .*remove or replace it\.$"),
     (["digits_cnn", "--policy", "slc2mlc3", "--device", "gpu"], "Device 'gpu' is unknown; allowed: cpu, cuda"),
     (["digits_cnn", "--policy", "slc2mlc3", "--device", "cuda:x"], "'cuda:x' is not a device; use cpu, cuda"),
     (["digits_cnn", "--policy", "slc2mlc3", "--device", "cuda:64"], "CUDA device"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--img-size", "0"], "img_size=0 is invalid; allowed: an integer >= 1"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--data-dir", "builtin:digits", "--img-size", "3", "--quiet"],
+     r"inputs of shape \(1, 3, 3\).*--img-size .* its own config says 8"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--num-classes", "0"], "num_classes=0 is invalid; allowed: an integer >= 1"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--data-dir", "builtin:digits", "--split", "blah"],
+     "--split 'blah' is unknown for builtin:digits; allowed: train, validation, test"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--set", "adc_bits="], "no value.*write adc_bits=null"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--set", "adc_bits=None"], "adc_bits='None' is invalid.*Write None as null"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--set", "adc_bits=4", "--set", "adc_bits=6"],
+     "--set gives adc_bits twice"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--random-weights", "--checkpoint", "w.pth"],
+     "--checkpoint and --random-weights exclude each other"),
+    (["finetune", "digits_cnn", "--policy", "slc2mlc3", "--data-dir", "builtin:digits", "--momentum", "-0.5"],
+     "momentum=-0.5 is invalid; allowed: a number >= 0"),
+    (["finetune", "digits_cnn", "--policy", "slc2mlc3", "--data-dir", "builtin:digits", "--weight-decay", "-1"],
+     "weight_decay=-1.0 is invalid; allowed: a number >= 0"),
+    (["finetune", "digits_cnn", "--policy", "slc2mlc3", "--data-dir", "builtin:digits", "--train-split", "nosuch"],
+     "--train-split 'nosuch' is unknown for builtin:digits; allowed: train, validation, test"),
+    (["run", _digits_recipe, "--sweep", "adc_bits=[4]", "--sweep", "adc_bits=[6]"], "--sweep gives adc_bits twice"),
+    (["run", _non_utf8_recipe], "recipe '.*latin1.yaml'.* not UTF-8"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     args = [a(tmp_path) if callable(a) else a for a in args]
@@ -197,6 +247,10 @@ def test_set_values_are_yaml():
         "weight_slices": [1, 1, 2, 2, 2], "name": "my chip"}
     with pytest.raises(PolicyError, match="FIELD=VALUE"):
         parse_overrides(["adc_bits"])
+    with pytest.raises(PolicyError, match="no value"):
+        parse_overrides(["adc_bits= "])
+    with pytest.raises(PolicyError, match="twice"):
+        parse_overrides(["adc_bits=4", "adc_bits=6"])
 
 
 def test_overrides_change_every_policy_of_the_map(tmp_path):
@@ -212,10 +266,32 @@ def test_overrides_change_every_policy_of_the_map(tmp_path):
     ({"model": "digits_cnn", "policy": "ideal", "data": "builtin:digits"}, "Unknown recipe key 'data'"),
     ({"model": "digits_cnn"}, "lacks policy"),
     ({"model": "digits_cnn", "policy": "ideal", "trials": 0}, "trials=0 is invalid"),
+    ({"model": "digits_cnn", "policy": "ideal", "batch_size": "64"}, "batch_size='64' is invalid; allowed: an integer >= 1"),
+    ({"model": "digits_cnn", "policy": "ideal", "workers": "two"}, "workers='two' is invalid; allowed: an integer >= 0"),
+    ({"model": "digits_cnn", "policy": "ideal", "seed": "abc"}, "seed='abc' is invalid; allowed: an integer"),
+    ({"model": "digits_cnn", "policy": "ideal", "img_size": "big"}, "img_size='big' is invalid; allowed: an integer >= 1"),
+    ({"model": "digits_cnn", "policy": "ideal", "img_size": -8}, "img_size=-8 is invalid; allowed: an integer >= 1"),
+    ({"model": "digits_cnn", "policy": "ideal", "num_classes": "ten"}, "num_classes='ten' is invalid"),
+    ({"model": "digits_cnn", "policy": "ideal", "num_classes": -1}, "num_classes=-1 is invalid"),
+    ({"model": 42, "policy": "ideal"}, "model=42 is invalid; allowed: a string"),
+    ({"model": "digits_cnn", "policy": 7}, "policy=7 is invalid; allowed: a string or a mapping"),
+    ({"model": "digits_cnn", "policy": "ideal", "overrides": ["adc_bits", 6]}, "overrides=.* allowed: a mapping"),
+    ({"model": "digits_cnn", "policy": "ideal", "pretrained": "no"}, "pretrained='no' is invalid; allowed: true, false"),
+    ({"model": "digits_cnn", "policy": "ideal", "first_last_digital": "nah"}, "first_last_digital='nah' is invalid"),
+    ({"model": "digits_cnn", "policy": "ideal", "times": ["1h", "2x"]}, "Time '2x' is invalid"),
+    ({"model": "digits_cnn", "policy": "ideal", "times": 3600}, "times=3600 is invalid; allowed: a list"),
+    ({"model": "digits_cnn", "policy": "ideal", "data_dir": "builtin:digits", "split": "val"},
+     "split 'val' is unknown for builtin:digits"),
 ])
 def test_bad_recipes_are_user_errors(data, message):
     with pytest.raises(CimConvertError, match=message):
         RunConfig.from_dict(data)
+
+
+def test_recipe_times_are_a_string_or_a_list_of_numbers_and_times_with_units():
+    config = RunConfig.from_dict({"model": "digits_cnn", "policy": "ideal", "times": ["1h", 60, "1d"]})
+    assert config.times == (3600.0, 60.0, 86400.0)
+    assert RunConfig(model="digits_cnn", policy="ideal", times="1h,1d").times == (3600.0, 86400.0)
 
 
 def test_csv_results_are_one_row_with_nested_values_as_json():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import torchvision
 from torch import nn
 
 from cimconvert import (
-    CrossbarConv2d, CrossbarLayer, PolicyError, PolicyMap, TraceWarning, conversion_info, convert,
-    crossbar_layers, digital_ops, get_policy,
+    CrossbarConv2d, CrossbarLayer, DataError, ModelError, PolicyError, PolicyMap, TraceWarning,
+    UnusedRuleWarning, conversion_info, convert, crossbar_layers, digital_ops, get_policy,
 )
 from cimconvert.attention import LinearMultiheadAttention
 
@@ -330,6 +331,18 @@ def test_bad_input_gives_clear_errors():
         convert(nn.Linear(2, 2), "slc2mlc")
     with pytest.raises(PolicyError, match="adc_bits"):
         convert(nn.Linear(2, 2), get_policy("ideal").replace(adc_bits=0))
+    with pytest.raises(TypeError, match="seed must be an integer, got 'abc'"):
+        convert(nn.Linear(2, 2), "ideal", seed="abc")
+    named = nn.Sequential(OrderedDict(encoder=nn.Linear(2, 2)))
+    with pytest.raises(ModelError, match="'encodr', which is not a module.*Did you mean: encoder"):
+        convert(named, "ideal", leaf_modules=("encodr",))
+
+
+def test_example_inputs_of_the_wrong_shape_are_one_clear_error(capsys):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(DataError, match=r"cannot run on example_inputs \(2, 5\): .*2x5 and 12x3"):
+        convert(model, "ideal", example_inputs=torch.randn(2, 5))
+    assert capsys.readouterr().err == ""  # no traceback printed on the way
 
 
 def test_converting_a_converted_model_changes_nothing():
@@ -354,3 +367,15 @@ def test_timm_sweep_converts_and_runs_95_percent_of_a_wide_sample():
     print({k: v for k, v in summary.items() if k != "failures"})
     assert summary["tried"] >= 150
     assert summary["coverage"] >= 0.95
+
+
+def test_policy_map_rules_that_match_no_layer_are_named_in_a_warning():
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), head=nn.Conv2d(4, 2, 1)))
+    policy_map = PolicyMap("ideal").set_name("conv9", None).set_name_regex("fc.*", None).set_name("head", None)
+    with pytest.warns(UnusedRuleWarning, match=r"match no eligible layer of Sequential: name 'conv9', "
+                                         r"name_regex 'fc\.\*' \(layers: conv, head\)"):
+        converted = convert(model, policy_map)
+    assert list(crossbar_layers(converted)) == ["conv"]  # the rule that matched still applies
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convert(model, PolicyMap("ideal").set_name("head", None).set_name_regex("con", None))

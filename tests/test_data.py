@@ -60,6 +60,17 @@ def test_unknown_data_is_a_data_error(data_dir, message):
         create_dataset(data_dir)
 
 
+@pytest.mark.parametrize("data_dir,dataset,message", [
+    ("{tmp}", "cifar10", r"Dataset 'cifar10' is unknown; allowed: .*torch/"),
+    ("builtin:digits", "torch/cifar10", "builtin:digits is a built-in dataset, not a folder"),
+    ("{tmp}", "torch/cifar10", r"Cannot read dataset 'torch/cifar10': Dataset not found or corrupted\. Place"),
+])
+def test_a_dataset_name_that_cannot_apply_is_a_data_error(tmp_path, data_dir, dataset, message):
+    with pytest.raises(DataError, match=message) as caught:
+        create_dataset(data_dir.format(tmp=tmp_path), dataset=dataset)
+    assert "download=True" not in str(caught.value)  # cimconvert never downloads
+
+
 def _write_npz(path: Path, labels: list[int]) -> None:
     x = np.stack([np.full((4, 4, 3), label, np.uint8) for label in labels])
     np.savez(path, x=x, y=np.array(labels, np.uint8))
@@ -89,6 +100,17 @@ def test_image_folders_go_through_timm(tmp_path):
     dataset = create_dataset(tmp_path, transform=create_eval_transform(config))
     assert len(dataset) == 4 and sorted(dataset[i][1] for i in range(4)) == [0, 0, 1, 1]
     assert dataset[0][0].shape == (3, 8, 8)
+
+
+def test_an_unreadable_image_is_named_not_replaced(tmp_path):
+    """timm would log a damaged image and return the next sample in its place."""
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (10, 12)).save(tmp_path / "cat" / "0.png")
+    (tmp_path / "cat" / "1.png").write_bytes(b"not a png")
+    dataset = create_dataset(tmp_path)
+    assert dataset[0][1] == 0
+    with pytest.raises(DataError, match=r"Image .*cat/1\.png cannot be read"):
+        dataset[1]
 
 
 def test_empty_folder_is_a_data_error(tmp_path):

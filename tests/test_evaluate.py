@@ -40,6 +40,15 @@ def test_empty_data_is_a_data_error():
         evaluate(nn.Identity(), [], device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("label", [7, -1])
+def test_a_label_the_model_cannot_score_is_a_data_error(label):
+    """Labels outside the logits (data of another classifier, unlabelled images) would score 0 %
+    without saying why."""
+    loader = [(LOGITS[:2], LABELS[:2]), (LOGITS[2:], torch.tensor([1, label]))]
+    with pytest.raises(DataError, match=rf"Label {label} is outside the model's 7 classes \(0 to 6\)"):
+        evaluate(nn.Identity(), loader, device="cpu", progress=False)
+
+
 @pytest.fixture(scope="module")
 def digits_loader():
     model = create_model("digits_cnn")

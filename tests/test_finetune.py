@@ -82,6 +82,10 @@ def test_bad_arguments_are_named():
         finetune(model, loader, epochs=1, lr=0.1, optimizer="lbfgs")
     with pytest.raises(CimConvertError, match="epochs=0"):
         finetune(model, loader, epochs=0, lr=0.1)
+    with pytest.raises(CimConvertError, match="momentum=-0.5 is invalid; allowed: a number >= 0"):
+        finetune(model, loader, epochs=1, lr=0.1, momentum=-0.5)
+    with pytest.raises(CimConvertError, match="weight_decay=-1 is invalid; allowed: a number >= 0"):
+        finetune(model, loader, epochs=1, lr=0.1, weight_decay=-1)
     with pytest.raises(ModelError, match="convert it first"):
         finetune(nn.Linear(64, 10), loader, epochs=1, lr=0.1)
 

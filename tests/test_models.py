@@ -124,6 +124,24 @@ def test_unusable_checkpoints_raise_model_errors(tmp_path, content, message):
         create_model("digits_cnn", checkpoint=tmp_path / "bad.pth")
 
 
+@pytest.mark.parametrize("write,message", [
+    (lambda path: path.write_text("model: resnet18\n"), "is not a PyTorch checkpoint"),
+    (lambda path: path.write_bytes(b""), "is not readable: the file ends early"),
+    (lambda path: path.mkdir(), "is a directory; give a weights file"),
+], ids=["text", "empty", "directory"])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, write, message):
+    write(tmp_path / "weights.pth")
+    with pytest.raises(ModelError, match=message):
+        create_model("digits_cnn", checkpoint=tmp_path / "weights.pth")
+
+
+def test_legacy_torch_save_checkpoints_load(tmp_path):
+    state = create_model("digits_cnn", pretrained=False).state_dict()
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    model = create_model("digits_cnn", checkpoint=tmp_path / "legacy.pth")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
 def test_missing_checkpoint_is_named():
     with pytest.raises(ModelError, match="no_such.pth' does not exist"):
         create_model("digits_cnn", checkpoint="no_such.pth")
@@ -138,6 +156,10 @@ def test_unreachable_pretrained_weights_name_both_ways_out(monkeypatch):
         create_model("resnet18")
     assert "--checkpoint" in str(info.value) and "--random-weights" in str(info.value)
     assert "second line" not in str(info.value)
+    # without weights there is nothing --random-weights could change: the name is the way out
+    with pytest.raises(ModelError, match="configuration of 'hf-hub:timm/x'.*architecture's timm name") as info:
+        create_model("hf-hub:timm/x", pretrained=False)
+    assert "--random-weights" not in str(info.value)
 
 
 @pytest.mark.skipif(not RESNET20.is_file(), reason="../shared/data/cifar10_resnet is absent")

@@ -44,6 +44,13 @@ def test_name_grammar(name, slices):
     assert is_policy(name)
 
 
+@pytest.mark.parametrize("name,bits", [("slc2mlc99", 200), ("slc1", 1), ("tlc6", 18)])
+def test_grammar_names_outside_the_operand_widths_say_so(name, bits):
+    with pytest.raises(PolicyError, match=rf"'{name}' cuts {bits}-bit operands; .* from 2 to 16 bits"):
+        get_policy(name)
+    assert not is_policy(name)
+
+
 def test_unknown_policy_lists_close_matches():
     with pytest.raises(PolicyError, match="slc2mlc3"):
         get_policy("slc2mlc")

@@ -106,3 +106,15 @@ def test_bad_input_is_one_clear_policy_error(tmp_path):
         PolicyMap.from_dict({"defualt": "ideal"})
     with pytest.raises(PolicyError, match="Cannot read policy map"):
         PolicyMap.from_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(PolicyError, match="first_digital='yes' is invalid; allowed: true, false"):
+        PolicyMap("slc2mlc3", first_digital="yes")
+    with pytest.raises(PolicyError, match="first_digital='yes please' is invalid"):
+        PolicyMap.from_dict({"default": "ideal", "first_digital": "yes please"})
+    with pytest.raises(PolicyError, match="last=1 is invalid"):
+        PolicyMap().set_first_last_digital(last=1)
+    (tmp_path / "twice.yaml").write_text("default: ideal\ndefault: slc2mlc3\n")
+    with pytest.raises(PolicyError, match="key 'default' is given twice"):
+        PolicyMap.from_yaml(tmp_path / "twice.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(b"default: id\xe9al\n")
+    with pytest.raises(PolicyError, match="not UTF-8"):
+        PolicyMap.from_yaml(tmp_path / "latin1.yaml")

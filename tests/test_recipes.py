@@ -129,6 +129,10 @@ def test_recipe_without_sweep_runs_one_job(tmp_path, capsys):
      "Policy.adc_bits=99 is invalid"),
     ({"model": "digits_cnn", "policy": "ideal", "overrides": {"adc_bit": 4}}, PolicyError,
      "Unknown policy field 'adc_bit'"),
+    ({"model": "digits_cnn", "policy": "ideal", "overrides": {4: 6}}, PolicyError, "Unknown policy field '4'"),
+    ({"model": "digits_cnn", "policy": "ideal", "overrides": {"adc_bits": "None"}}, PolicyError,
+     "adc_bits='None' is invalid.*Write None as null"),
+    ({"model": "digits_cnn", "policy": "ideal", "img_size": 0}, CimConvertError, "img_size=0 is invalid"),
     ({"model": "resnet1800", "policy": "ideal"}, ModelError, "Unknown model 'resnet1800'"),
     ({"model": "digits_cnn", "policy": "ideal", "data": "x"}, CimConvertError, "Unknown recipe key 'data'"),
     ({"model": "digits_cnn", "policy": "slc9x"}, PolicyError, "Unknown policy 'slc9x'"),
@@ -143,6 +147,23 @@ def test_unreadable_recipe_is_a_user_error(tmp_path, capsys):
     assert main(["run", str(tmp_path / "bad.yaml")]) == 2
     assert "Cannot read recipe" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("model: digits_cnn\npolicy: ideal\nbatch_size: 64\nbatch_size: 32\n")
+    with pytest.raises(CimConvertError, match=r"key 'batch_size' is given twice \(lines 3 and 4\)"):
+        load_recipe(path)
+    path.write_text("model: digits_cnn\npolicy: {default: ideal, name: {fc: null, fc: ideal}}\n")
+    with pytest.raises(CimConvertError, match="key 'fc' is given twice"):
+        load_recipe(path)
+
+
+def test_a_recipe_that_is_not_utf8_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: digits_cnn\npolicy: ideal\nout: r\xe9sultats\n".encode("latin-1"))
+    with pytest.raises(CimConvertError, match=r"Cannot read recipe '.*latin1.yaml': not UTF-8 text \(byte 0xe9"):
+        load_recipe(path)
 
 
 # -- shipped recipes on a few shared images (slow) ------------------------------------------------

@@ -219,8 +219,21 @@ def test_bad_inputs_and_files_raise_library_errors(resnet18_report):
         build_report(nn.Linear(4, 4), inputs=torch.randn(1, 4))
     with pytest.raises(DataError, match="input_shape="):
         build_report(nn.Sequential(CrossbarConv2d(3, 4, 3)))
+    float_model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(DataError, match=r"Sequential cannot run on inputs \(2, 5\): .*2x5 and 12x3"):
+        build_report(convert(float_model, "ideal"), reference=float_model, inputs=torch.randn(2, 5))
     data = report.to_dict()
     with pytest.raises(FormatError, match="version 99"):
         DeploymentReport.from_dict({**data, "version": 99})
     with pytest.raises(FormatError, match="incomplete"):
         DeploymentReport.from_dict({k: v for k, v in data.items() if k != "layers"})
+
+
+@pytest.mark.parametrize("content,message", [
+    (b'{"version": 1,', r"bad\.json: Deployment report is not valid JSON"),
+    (b"\xff\xfe\x00", r"bad\.json: it is not UTF-8 text"),
+], ids=["truncated", "binary"])
+def test_an_unreadable_report_file_is_named(tmp_path, content, message):
+    (tmp_path / "bad.json").write_bytes(content)
+    with pytest.raises(FormatError, match=message):
+        DeploymentReport.load(tmp_path / "bad.json")
