@@ -381,9 +381,16 @@ def pair_plan(policy: Policy, in_lay: SliceLayout, w_lay: SliceLayout, steps: to
     return PairPlan(adc_in, adc_w, tuple(fused))
 
 
+def _dac_exact_for(levels: int, dac_bits: int | None) -> bool:
+    """Whether a ``dac_bits`` DAC drives every digit ``0..levels`` exactly: ``d / levels`` lands
+    on its grid of ``2**dac_bits - 1`` steps for every ``d`` when ``levels`` divides the step
+    count (a 3-bit DAC rounds 2-bit digits: 1/3 is not a multiple of 1/7)."""
+    return dac_bits is None or ((1 << dac_bits) - 1) % levels == 0
+
+
 def _exact_dac(policy: Policy, layout: SliceLayout) -> bool:
-    """Whether the DAC drives every input digit of ``layout`` exactly (enough levels)."""
-    return policy.dac_bits is None or all(policy.dac_bits >= w for w in layout.widths)
+    """Whether the DAC drives every input digit of ``layout`` exactly."""
+    return all(_dac_exact_for(m, policy.dac_bits) for m in layout.levels)
 
 
 def _combo_range(coeffs: Sequence[float], levels: Sequence[int]) -> tuple[float, float]:
@@ -450,7 +457,7 @@ def _apply_dac(digits: torch.Tensor, layout: SliceLayout, policy: Policy) -> tor
     levels = float((1 << policy.dac_bits) - 1)
     out = digits.clone()
     for i, m in enumerate(layout.levels):
-        if (1 << policy.dac_bits) - 1 < m:
+        if not _dac_exact_for(m, policy.dac_bits):
             out[i] = torch.round(digits[i] / m * levels) / levels * m
     return out
 

@@ -6,13 +6,13 @@ A layer is ``G`` independent ``K x N`` weight matrices (``G`` = conv groups) mul
 Conventions (those of the engine in :mod:`cimconvert.crossbar`):
 
 - **Layout (Memintelli's):** every weight slice lives in its own array, so one matrix takes
-  ``ceil(K / rows) * ceil(N / cols) * len(weight_slices)`` arrays, doubled for differential
-  encoding (a G+ array and a G- array per slice). Two's complement and offset-binary weights
+  ``ceil(K / rows) * ceil(N / cols) * len(weight_slices)`` arrays; differential encoding stores
+  the ``B - 1``-bit magnitude (``Policy.weight_planes``: a G+ and a G- array per magnitude slice,
+  e.g. 8 for ``(1, 1, 2, 2, 2)``). Two's complement and offset-binary weights
   need no extra column: their offset terms are added digitally.
 - **ADC reads:** every used column of every array is converted once per input slice, so
-  ``adc_conversions = M * len(input_slices) * G * ceil(K / rows) * N * len(weight_slices)``,
-  doubled for differential encoding: the engine digitizes the G+ and G- columns separately
-  (no analog subtraction before the ADC).
+  ``adc_conversions = M * len(input_slices) * G * ceil(K / rows) * N * weight_planes``: the
+  engine digitizes the G+ and G- columns separately (no analog subtraction before the ADC).
 - **Grouped and depthwise convs:** the engine reads each group on its own (groups never share a
   read). Groups that fit are packed block-diagonally, ``min(rows // K, cols // N)`` per array, and
   read one after another; each group's reads are counted. A depthwise 3x3 conv thus fills
@@ -167,8 +167,7 @@ def map_layer(policy: Policy, groups: int, k: int, n: int, mvm_rows: int) -> Lay
         >>> m.arrays, m.adc_conversions
         (30, 60000)
     """
-    planes = len(policy.weight_slices) * (2 if policy.differential else 1)
     return LayerMapping(
         groups=groups, k=k, n=n, mvm_rows=mvm_rows, array_rows=policy.array_rows,
-        array_cols=policy.array_cols, weight_planes=planes, input_cycles=len(policy.input_slices),
+        array_cols=policy.array_cols, weight_planes=policy.weight_planes, input_cycles=len(policy.input_slices),
     )

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .devices import list_devices
 from .errors import PolicyError, close_matches
+from .slicing import magnitude_widths
 
 __all__ = ["Policy", "WEIGHT_ENCODINGS", "MODES", "WEIGHT_GRANULARITIES", "INPUT_GRANULARITIES"]
 
@@ -100,7 +101,9 @@ class Policy:
     weight_encoding: str = "twos_complement"
     """"twos_complement": one cell per slice, the MSB slice weighs -2**(B-1) (Memintelli).
     "differential": a G+/G- column pair per slice holding the magnitude (signed magnitude); the
-    quantization grid is the same, so the MSB bit of the magnitude is always 0."""
+    quantization grid is the same, and the pair holds the sign, so the magnitude takes the lower
+    ``B - 1`` bits: the MSB slice loses its top bit (a one-bit MSB slice is not stored), e.g.
+    ``(8,)`` is one pair of 127-level cells, ``(1, 1, 2, 2, 2)`` four pairs of (1, 2, 2, 2) bits."""
     mode: str = "int"
     """"int": symmetric abs-max scale per block. "fp": block floating point, the block scale is
     a power of two whose exponent is limited to ``exponent_bits``."""
@@ -233,6 +236,14 @@ class Policy:
     def differential(self) -> bool:
         """True when each weight slice uses a G+/G- column pair."""
         return self.weight_encoding == "differential"
+
+    @property
+    def weight_planes(self) -> int:
+        """Weight digit planes, one array each per tile: a plane per slice, or a G+ and a G- plane
+        per stored magnitude slice (:func:`~.slicing.magnitude_widths`) for differential weights."""
+        if self.differential:
+            return 2 * len(magnitude_widths(self.weight_slices))
+        return len(self.weight_slices)
 
     @property
     def cells_exact(self) -> bool:

@@ -245,21 +245,23 @@ def aihwkit_pcm() -> Policy:
     management (``inp_res = 1/126``), and a 9-bit ADC over +-12 (``out_res = 1/510``,
     ``out_bound = 12``) in units of one full-scale weight times one full-scale input.
 
-    Mapping: weights on one 8-bit differential slice (127 conductance levels per device: aihwkit's
-    conductances are continuous), inputs one 7-bit slice scaled per row and tile. aihwkit applies
-    signed voltages, so a zero input adds no device noise; here non-negative inputs (after ReLU)
-    are coded unsigned (digits 0..127) for the same reason, and only signed ones (the stem) are
-    stored offset-binary (digits 0..127 around 64), whose common-mode current carries device
-    noise. The ADC step of aihwkit, 24/510 = 0.047 units, lies between that of a 14-bit converter
-    over cimconvert's worst-case full scale for unsigned inputs (512 units, step 0.031) and for
-    offset-binary ones (512 x 127/63 = 1032 units, step 0.063): ``adc_bits=14``.
+    Mapping: weights on one 8-bit differential slice, whose 7-bit magnitude spans the whole
+    conductance range as aihwkit's ``k = g_max / max|W|`` does (127 levels per device: aihwkit's
+    conductances are continuous); inputs one 6-bit slice scaled per row and tile. aihwkit's DAC
+    has 127 levels over +-1, so a non-negative input takes one of 64 (0..63): here non-negative
+    inputs (after ReLU) are coded unsigned on the same 0..63 grid, and a zero input adds no device
+    noise, as aihwkit's zero voltage. Signed inputs (the stem) are stored offset-binary on 6 bits
+    (-31..31, half aihwkit's resolution), whose common-mode current carries device noise. The ADC
+    step of aihwkit, 24/510 = 0.047 units, lies between that of a 14-bit converter over
+    cimconvert's worst-case full scale for unsigned inputs (512 units, step 0.031) and for
+    offset-binary ones (512 x 63/31 = 1040 units, step 0.063): ``adc_bits=14``.
 
     Differences: aihwkit digitizes G+ - G- once and clips at +-12 with iterative bound management,
     and adds output noise (``out_noise = 0.06``) on every MVM; cimconvert reads G+ and G- columns
     separately, never clips them, and has no output noise.
     """
     return Policy(
-        name="aihwkit_pcm", weight_slices=(8,), input_slices=(7,), weight_encoding="differential",
+        name="aihwkit_pcm", weight_slices=(8,), input_slices=(6,), weight_encoding="differential",
         weight_granularity="tile", input_granularity="row", input_signed="auto",
         array_rows=512, array_cols=512, dac_bits=None, adc_bits=14, g_on=25e-6, g_off=0.0,
         device="pcm", drift_compensation="global",

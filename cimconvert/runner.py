@@ -181,6 +181,8 @@ class RunConfig:
         self._check_types()
         if self.chunk_mb is not None and not self.chunk_mb > 0:
             raise CimConvertError(f"chunk_mb={self.chunk_mb!r} is invalid; allowed: a number > 0 (MiB).")
+        if self.dataset and self.data_dir is None:
+            raise DataError(f"dataset={self.dataset!r} needs a data directory (--data-dir) holding its files.")
         check_split(self.data_dir, self.dataset, self.split)
         if self.results_format not in RESULTS_FORMATS:
             raise OutputError(f"Results format {self.results_format!r} is unknown; allowed: "

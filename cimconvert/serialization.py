@@ -211,7 +211,11 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
         DataError: ``path`` does not exist or is a directory.
         FormatError: the file is corrupt, truncated, not a cimconvert model, or of a newer format.
         ModelError: no architecture is known, or it does not match the saved model.
+        TypeError: ``model`` is neither None nor an ``nn.Module``.
     """
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"load's model is the float architecture, an nn.Module; got {model!r}. "
+                        f"Pass None to rebuild the architecture the file records.")
     path = Path(path)
     meta, tensors = _read(path)
     layers: dict[str, dict[str, Any]] = meta["layers"]

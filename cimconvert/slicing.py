@@ -47,6 +47,18 @@ class SliceLayout:
         return len(self.widths)
 
 
+def magnitude_widths(widths: tuple[int, ...]) -> tuple[int, ...]:
+    """The slices a differential pair stores of ``widths`` (a signed B-bit operand, MSB first).
+
+    The pair holds the sign, so the magnitudes of the symmetric grid need B - 1 bits: the
+    always-zero top bit is not stored (a one-bit MSB slice goes, a wider one narrows by a bit).
+
+        >>> magnitude_widths((1, 1, 2, 2, 2)), magnitude_widths((8,))
+        ((1, 2, 2, 2), (7,))
+    """
+    return tuple(widths[1:]) if widths[0] == 1 else (widths[0] - 1, *widths[1:])
+
+
 def slice_layout(widths: tuple[int, ...], encoding: str) -> SliceLayout:
     """Build the :class:`SliceLayout` of ``widths`` (MSB first) under ``encoding``.
 
@@ -57,6 +69,8 @@ def slice_layout(widths: tuple[int, ...], encoding: str) -> SliceLayout:
         raise ValueError(f"encoding={encoding!r}; allowed: {', '.join(ENCODINGS)}")
     if encoding == "twos_complement" and widths[0] > 1:
         encoding = "offset_binary"
+    if encoding == "differential":
+        widths = magnitude_widths(widths)
     bits = sum(widths)
     shifts = tuple(bits - sum(widths[: i + 1]) for i in range(len(widths)))
     coeffs = [1 << s for s in shifts]

@@ -203,6 +203,7 @@ def _non_utf8_recipe(tmp_path: Path) -> str:
     # read by a loader worker (the calibration image is a good one): the worker's traceback is cut
     (["digits_cnn", "--policy", "slc2mlc3", "--data-dir", _folder_with_a_damaged_image, "--calib-size", "1",
       "-j", "1", "--quiet"], r"^cimconvert: error: Image \S+b/1\.png cannot be read .*remove or replace it\.$"),
+    (["digits_cnn", "--policy", "slc2mlc3", "--dataset", "torch/cifar10"], "needs a data directory"),
     (["digits_cnn", "--policy", "slc2mlc3", "--device", "gpu"], "Device 'gpu' is unknown; allowed: cpu, cuda"),
     (["digits_cnn", "--policy", "slc2mlc3", "--device", "cuda:x"], "'cuda:x' is not a device; use cpu, cuda"),
     (["digits_cnn", "--policy", "slc2mlc3", "--device", "cuda:64"], "CUDA device"),

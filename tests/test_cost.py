@@ -69,8 +69,10 @@ def test_device_dac_and_isaac_constants():
 def test_b4_sanity_check_of_resnet18_layer1_conv1():
     # cost_model.md B4: K = 576, N = 64, M = 3136, SLC, differential, 8 b / 8 b, 5-bit ADC.
     # Counts are exact; energy differs from the doc's packed layout only in the DAC and last-tile
-    # terms (the doc: ~31.5 uJ, ~7.3 TOPS/W).
-    policy = get_policy("neurosim").replace(weight_encoding="differential")
+    # terms (the doc: ~31.5 uJ, ~7.3 TOPS/W). The doc puts 8 magnitude bits on each device of the
+    # pair: a 9-bit signed weight here (an 8-bit one stores a 7-bit magnitude, 14 planes).
+    policy = get_policy("neurosim").replace(weight_encoding="differential", weight_slices=(1,) * 9)
+    assert get_policy("neurosim").replace(weight_encoding="differential").weight_planes == 14
     mapping = map_layer(policy, groups=1, k=576, n=64, mvm_rows=56 * 56)
     cost = crossbar_cost(mapping, policy, NEUROSIM)
     assert mapping.adc_conversions == 3136 * 8 * 5 * 64 * 16 == 128_450_560

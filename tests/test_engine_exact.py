@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cimconvert import CrossbarConv1d, CrossbarConv2d, CrossbarLinear, Policy
+from cimconvert import CrossbarConv1d, CrossbarConv2d, CrossbarLinear, Policy, get_policy
+from cimconvert.crossbar import weight_layout
 from reference import integer_reference
 
 torch.manual_seed(0)
@@ -121,3 +122,13 @@ def test_conv1d_equals_conv2d_of_height_one():
         y1 = CrossbarConv1d.from_float(conv1, policy)(x)
         y2 = CrossbarConv2d.from_float(conv2, policy)(x.unsqueeze(2)).squeeze(2)
     assert torch.equal(y1, y2)
+
+
+def test_a_differential_pair_spends_its_whole_range_on_the_magnitude():
+    """The pair holds the sign: an 8-bit weight's largest magnitude, 127, is the top level of a
+    127-level cell (aihwkit's k = g_max / max|W|), not the middle of a 255-level one."""
+    policy = get_policy("ideal", weight_slices=(8,), weight_encoding="differential")
+    assert weight_layout(policy).levels == (127, 127) and policy.weight_planes == 2
+    layer = CrossbarLinear.from_float(nn.Linear(16, 4), policy)
+    assert int(layer.cells.max()) == 127
+    assert get_policy("aihwkit_pcm").weight_planes == 2

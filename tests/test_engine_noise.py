@@ -202,3 +202,23 @@ def test_memintelli_preset_matches_memintelli_algorithm_by_hand():
     # the 5-bit ADC is lossy here: the comparison really exercises its step convention
     exact = _memintelli_by_hand(x, w, policy.weight_slices, rows=4, radc=2**20, rdac=2**2)
     assert not torch.allclose(want, exact, rtol=1e-6)
+
+
+def test_a_dac_with_more_bits_than_the_digits_can_still_round_them():
+    """A 3-bit DAC drives 2-bit digits d as round(7 d / 3) / 7 * 3 (1/3 is off its 1/7 grid);
+    Memintelli's DAC, by hand, with an ideal ADC."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    policy = get_policy(
+        "memintelli", array_rows=4, array_cols=3, adc_bits=None, dac_bits=3,
+        program_noise=0.0, read_noise=0.0, input_noise=0.0, stuck_on_rate=0.0,
+    )
+    lin = nn.Linear(6, 3, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(w.t())
+        got = CrossbarLinear.from_float(lin, policy)(x)
+    want = _memintelli_by_hand(x, w, policy.weight_slices, rows=4, radc=2**40, rdac=2**3)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)
+    exact_drive = _memintelli_by_hand(x, w, policy.weight_slices, rows=4, radc=2**40, rdac=2**20)
+    assert not torch.allclose(want, exact_drive, rtol=1e-3)

@@ -15,14 +15,15 @@ SLC2MLC3 = get_policy("slc2mlc3")  # 5 weight slices (1,1,2,2,2), 5 input slices
 DIFFERENTIAL = SLC2MLC3.replace(weight_encoding="differential")
 
 
-def test_linear_300_to_200_uses_30_arrays_and_60_differential():
+def test_linear_300_to_200_uses_30_arrays_and_48_differential():
     # ceil(300/128) = 3 row tiles, ceil(200/128) = 2 column tiles, 5 slices -> 3 * 2 * 5 = 30
     m = map_layer(SLC2MLC3, groups=1, k=300, n=200, mvm_rows=4)
     assert (m.row_tiles, m.col_tiles, m.arrays) == (3, 2, 30)
     assert m.cells == 300 * 200 * 5
     assert m.utilization == 300_000 / (30 * 128 * 128)
     assert m.tile_rows == (128, 128, 44)
-    assert map_layer(DIFFERENTIAL, groups=1, k=300, n=200, mvm_rows=4).arrays == 60
+    # differential: the 7-bit magnitude of (1, 1, 2, 2, 2) is (1, 2, 2, 2), on G+ and G- arrays
+    assert map_layer(DIFFERENTIAL, groups=1, k=300, n=200, mvm_rows=4).arrays == 3 * 2 * 4 * 2
 
 
 def test_linear_conversions_for_a_batch_of_4_rows():
@@ -32,8 +33,8 @@ def test_linear_conversions_for_a_batch_of_4_rows():
     assert m.dac_activations == 4 * 5 * 300 * 2 * 5  # every row, every cycle, in every array holding it
     assert m.macs == 4 * 300 * 200
     assert m.psum_adds == 4 * 200 * 2
-    # differential: the G+ and G- columns are digitized separately
-    assert map_layer(DIFFERENTIAL, groups=1, k=300, n=200, mvm_rows=4).adc_conversions == 120_000
+    # differential: the G+ and G- columns of the 4 magnitude slices are digitized separately
+    assert map_layer(DIFFERENTIAL, groups=1, k=300, n=200, mvm_rows=4).adc_conversions == 4 * 5 * 3 * 200 * 8
 
 
 def test_conv3x3_unfolds_to_k_equal_c_in_times_9():

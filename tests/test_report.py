@@ -72,7 +72,8 @@ def _check_consistent(report: DeploymentReport, converted: nn.Module) -> None:
 @pytest.mark.parametrize("module,shape,encoding,arrays,conversions", [
     # Linear 300 -> 200 on 4 rows per image: 3 x 2 tiles x 5 slices; 4 x 5 x 3 x 200 x 5 reads
     (nn.Linear(300, 200), (2, 4, 300), "twos_complement", 30, 60_000),
-    (nn.Linear(300, 200), (2, 4, 300), "differential", 60, 120_000),
+    # differential: G+ and G- arrays of the 7-bit magnitude's slices (1, 2, 2, 2)
+    (nn.Linear(300, 200), (2, 4, 300), "differential", 48, 96_000),
     # 3x3 conv, K = 64 x 9 = 576: 5 x 1 tiles x 5 slices; M = 8 x 8 = 64 rows per image
     (nn.Conv2d(64, 128, 3, padding=1), (2, 64, 8, 8), "twos_complement", 25, 64 * 5 * 5 * 128 * 5),
     # depthwise: 64 blocks of 9 x 1, 14 per array -> 5 x 5 arrays; every group read on its own

@@ -126,6 +126,8 @@ def test_load_into_another_architecture_is_a_clear_error(tmp_path):
     path = save(convert(_small_cnn(), NOISY), tmp_path / "m.safetensors")
     with pytest.raises(ModelError, match="does not fit"):
         load(path, nn.Sequential(nn.Linear(3, 4)))
+    with pytest.raises(TypeError, match="load's model is the float architecture, an nn.Module; got 'resnet18'"):
+        load(path, "resnet18")
 
 
 def test_missing_path_and_directory_are_data_errors(tmp_path):
