@@ -144,12 +144,14 @@ def ideal() -> Policy:
 
 @register_policy
 def memintelli() -> Policy:
-    """Memintelli's engine (HUST-ISMD-Odyssey/MemIntelli, c121ff7) at its current defaults.
+    """Memintelli's engine (HUST-ISMD-Odyssey/MemIntelli, c121ff7) at its current defaults but the ADC.
 
     Two's complement slices (1, 1, 2, 2) on weights and inputs, signed per-row dynamic input
     quantization per 128-row tile, one weight scale per 128x128 tile, ADC step
-    full_scale / (2**bits - 1) with full scale = rows x max cell x max input (radc = 2**10, as its
-    ResNet-18 example), DAC rdac = 16 levels, HGS/LGS = 1e-5/1e-7 S, write variation 0.02, read
+    full_scale / (2**bits - 1) with full scale = rows x max cell x max input (radc = 2**10, the
+    10-bit converter of the speed comparisons in reference/simulators.md; the engine's default is
+    radc = 256, ``adc_bits=8``, and its current ResNet-18 script uses 2**12 on 32x32 tiles),
+    DAC rdac = 16 levels, HGS/LGS = 1e-5/1e-7 S, write variation 0.02, read
     variation 0.02 (log-normal, per forward), input voltage noise 0.05, stuck-at-HGS rate 0.001.
     Differences: cimconvert clips ADC codes to the converter range (Memintelli does not) and draws
     write noise from the layer's seed (Memintelli reuses seed 42 for every tensor).
@@ -258,7 +260,9 @@ def aihwkit_pcm() -> Policy:
 
     Differences: aihwkit digitizes G+ - G- once and clips at +-12 with iterative bound management,
     and adds output noise (``out_noise = 0.06``) on every MVM; cimconvert reads G+ and G- columns
-    separately, never clips them, and has no output noise.
+    separately, never clips them, and has no output noise. aihwkit splits a layer into near-equal
+    tiles (768 inputs: 384 + 384) and compensates drift per tile; here tiles are 512 rows plus the
+    remainder and the compensation factor is one per layer.
     """
     return Policy(
         name="aihwkit_pcm", weight_slices=(8,), input_slices=(6,), weight_encoding="differential",
