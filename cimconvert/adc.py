@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["adc_shift_add", "adc_shift_add_eager", "COMPILE_MIN_ELEMENTS"]
+__all__ = ["adc_shift_add", "adc_shift_add_eager", "add_conversion_noise", "COMPILE_MIN_ELEMENTS"]
 
 COMPILE_MIN_ELEMENTS = 1 << 16
 """Blocks with fewer partial sums than this run eagerly (compilation would not pay off)."""
@@ -43,6 +43,17 @@ def adc_shift_add_eager(
         for p in range(p_planes):
             out.add_(codes[:, s, :, p], alpha=weights[s][p])
     return out
+
+
+def add_conversion_noise(
+    partial: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Column counts ``(A, S, B, P, C)`` plus the converter's input-referred Gaussian noise: one
+    draw per conversion, sigma ``sigmas[s, p]`` (counts) for plane pair ``(s, p)``. Returns a new
+    tensor (the draws' buffer; ``partial`` is left as it was, which the ONNX tracer needs)."""
+    _, s_planes, _, p_planes, _ = partial.shape
+    noise = torch.randn(partial.shape, generator=generator, device=partial.device, dtype=partial.dtype)
+    return noise.mul_(sigmas.to(partial).view(1, s_planes, 1, p_planes, 1)).add_(partial)
 
 
 def _fused(partial: torch.Tensor, steps: torch.Tensor, coeffs: torch.Tensor, levels: float) -> torch.Tensor:

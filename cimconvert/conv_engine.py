@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .adc import adc_shift_add
+from .adc import add_conversion_noise, adc_shift_add
 from .crossbar import (
     DEFAULT_CHUNK_BYTES,
     PairPlan,
@@ -32,6 +32,8 @@ from .crossbar import (
     _input_planes,
     _int8_zero_points,
     _tile_invariant,
+    adc_full_scales,
+    adc_noise_sigmas,
     adc_steps,
     effective_weight,
     input_layout,
@@ -167,6 +169,7 @@ def crossbar_conv2d(
     g, n, rows = programmed.groups, programmed.columns, programmed.geometry.rows
     t_count = programmed.geometry.tiles
     steps = adc_steps(policy, in_lay, w_lay, adc_full_scale, x)
+    sigmas = adc_noise_sigmas(policy, adc_full_scales(policy, in_lay, w_lay, adc_full_scale, x))
     all_pairs = PairPlan(tuple(range(in_lay.planes)), tuple(range(w_lay.planes)), ())
     plan = pair_plan(policy, in_lay, w_lay, steps) if steps is not None and fuse else all_pairs
     in_c = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)
@@ -239,6 +242,7 @@ def crossbar_conv2d(
         memory_format=torch.channels_last)
     levels = float((1 << policy.adc_bits) - 1) if policy.adc_bits is not None else 0.0
     step_block = steps[a_in][:, a_w].contiguous() if steps is not None else None
+    sigma_block = sigmas[a_in][:, a_w] if sigmas is not None else None
     # per-channel (or per-tensor) weight scales are the same in every row tile: apply them once
     tile_invariant = _tile_invariant(w_scale)
     for t in range(t_count):
@@ -253,6 +257,8 @@ def crossbar_conv2d(
                 bc, h_c = part.shape[0] // len(a_in), part.shape[2]
                 # memory order (plane, image, y, x, group, weight plane, column)
                 part = part.permute(0, 2, 3, 1).reshape(1, len(a_in), bc * h_c * w_out * g, len(a_w), n)
+                if sigma_block is not None:
+                    part = add_conversion_noise(part, sigma_block, generator)
                 if steps is None:
                     tile = torch.einsum("asbpc,sp->abc", part, pair_coeffs)
                 else:

@@ -5,7 +5,7 @@ Per inference (cost_model.md B3, with the Memintelli layout of :mod:`.mapping`):
     E_adc     = sum over row tiles t of conversions_t · E_conv(b, R_col(rows_t))
     E_array   = adc_conversions · C_BL · V_read²        (+ V_read² · G_col · t_pulse per conversion
                                                          when the ADC model leaves the column out)
-    E_dac     = row activations per cycle · sum over input slices of E_dac(slice bits)
+    E_dac     = row activations per cycle · sum over input cycles of E_dac(cycle bits)
     E_digital = shift_adds · E_shift_add + psum_adds · E_add
     latency   = M · input_cycles · reads_per_array · min(cols_per_adc, cols_per_read) · t_conv
     area      = arrays · (rows · cols · A_cell + rows · A_dac + ADCs · (A_adc + A_shift_add))
@@ -68,9 +68,10 @@ def costed_adc_bits(policy: Policy, profile: HardwareProfile) -> int:
     return policy.adc_bits if policy.adc_bits is not None else profile.adc.bits
 
 
-def _dac_bits(policy: Policy) -> list[int]:
-    """DAC resolution of each input cycle: the slice width, capped by the policy's DAC."""
-    return [min(w, policy.dac_bits) if policy.dac_bits else w for w in policy.input_slices]
+def _dac_bits(policy: Policy, signed_inputs: bool) -> list[int]:
+    """DAC resolution of each input cycle: the cycle's width, capped by the policy's DAC."""
+    widths = policy.input_cycle_widths(signed_inputs)
+    return [min(w, policy.dac_bits) if policy.dac_bits else w for w in widths]
 
 
 def crossbar_cost(mapping: LayerMapping, policy: Policy, profile: HardwareProfile) -> LayerCost:
@@ -84,7 +85,7 @@ def crossbar_cost(mapping: LayerMapping, policy: Policy, profile: HardwareProfil
     energy_array = mapping.adc_conversions * device.bl_capacitance_f(mapping.array_rows) * v2 * 1e12
     if not adc.includes_column_current:
         energy_array += per_tile * sum(v2 * g * device.read_pulse_ns * 1e3 for g in column_s)
-    dac_bits = _dac_bits(policy)
+    dac_bits = _dac_bits(policy, mapping.signed_inputs)
     adcs_per_array = math.ceil(mapping.array_cols / adc.cols_per_adc)
     mux_steps = min(adc.cols_per_adc, mapping.cols_per_read)
     reads = mapping.mvm_rows * mapping.input_cycles * mapping.reads_per_array

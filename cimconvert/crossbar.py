@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .adc import adc_shift_add
+from .adc import add_conversion_noise, adc_shift_add
 from .devices import program_cells, read_cells
 from .int_kernels import depth_fits, int8_enabled, int8_linear, input_zero_point, pack_linear, weights_fit
 from .policy import Policy
@@ -41,7 +41,9 @@ __all__ = [
     "input_scales",
     "input_codes",
     "input_absmax",
+    "adc_full_scales",
     "adc_steps",
+    "adc_noise_sigmas",
     "fused_conv_eligible",
     "quantize_tensor",
     "tensor_codes",
@@ -101,8 +103,8 @@ def weight_layout(policy: Policy) -> SliceLayout:
 
 
 def input_layout(policy: Policy, signed: bool) -> SliceLayout:
-    """Slice layout of the inputs (two's complement when signed, plain binary otherwise)."""
-    return slice_layout(policy.input_slices, "twos_complement" if signed else "unsigned")
+    """Slice layout of the inputs (``policy.input_encoding`` when signed, plain binary otherwise)."""
+    return slice_layout(policy.input_slices, policy.input_encoding if signed else "unsigned")
 
 
 @dataclass
@@ -144,6 +146,19 @@ def _pad_rows(t: torch.Tensor, dim: int, geometry: TileGeometry) -> torch.Tensor
     return torch.nn.functional.pad(t, pad)
 
 
+def _share_over_blocks(absmax: torch.Tensor, dim: int, policy: Policy) -> torch.Tensor:
+    """Per-tile maxima ``absmax`` (tiles along ``dim``) replaced by the maximum of their scale
+    block: runs of :attr:`~.Policy.tiles_per_scale_block` consecutive tiles share one."""
+    per, tiles = policy.tiles_per_scale_block, absmax.shape[dim]
+    if per == 1 or tiles == 1:
+        return absmax
+    blocks = math.ceil(tiles / per)
+    moved = absmax.movedim(dim, -1)
+    padded = torch.nn.functional.pad(moved, (0, blocks * per - tiles))  # maxima are >= 0
+    shared = padded.unflatten(-1, (blocks, per)).amax(dim=-1).repeat_interleave(per, dim=-1)
+    return shared[..., :tiles].movedim(-1, dim)
+
+
 def _weight_absmax(w: torch.Tensor, policy: Policy, geometry: TileGeometry) -> torch.Tensor:
     """``(G, T, N)`` absolute maximum of the weight block each column of each tile belongs to."""
     g, _, n = w.shape
@@ -155,7 +170,7 @@ def _weight_absmax(w: torch.Tensor, policy: Policy, geometry: TileGeometry) -> t
     cols = policy.array_cols
     n_tiles = math.ceil(n / cols)
     a = torch.nn.functional.pad(a, (0, n_tiles * cols - n)).view(g, geometry.tiles, geometry.rows, n_tiles, cols)
-    return a.amax(dim=(2, 4)).repeat_interleave(cols, dim=2)[:, :, :n]
+    return _share_over_blocks(a.amax(dim=(2, 4)).repeat_interleave(cols, dim=2)[:, :, :n], 1, policy)
 
 
 def cell_dtype(policy: Policy, dtype: torch.dtype) -> torch.dtype:
@@ -251,7 +266,7 @@ def input_scales(
         rows = geometry.rows
         tiles = [input_absmax(x[..., t * rows : min(k, t * rows + rows)], signed, dim=2)
                  for t in range(geometry.tiles)]
-        absmax = torch.stack(tiles, dim=2)  # (G, M, T)
+        absmax = _share_over_blocks(torch.stack(tiles, dim=2), 2, policy)  # (G, M, T)
         if policy.input_granularity != "row":
             absmax = absmax.amax(dim=1, keepdim=True)
     return block_scale(absmax, policy.input_bits, signed, policy.mode, policy.exponent_bits)
@@ -280,16 +295,17 @@ def quantize_input(
 def fused_conv_eligible(policy: Policy, signed: bool) -> bool:
     """Whether a convolution may run as one convolution of rescaled codes (no im2col).
 
-    True for ideal ADCs, one input scale per tensor and noise-free lossless DACs: the product is
-    then linear in the codes and position-independent, so quantizing the raw activation before the
-    convolution gives the same numbers as quantizing its patches. Offset-binary operands also need
-    noise-free cells (their digital offset terms use the ideal codes).
+    True for noise-free ideal ADCs, one input scale per tensor and noise-free lossless DACs: the
+    product is then linear in the codes and position-independent, so quantizing the raw activation
+    before the convolution gives the same numbers as quantizing its patches. Offset-binary
+    operands also need noise-free cells (their digital offset terms use the ideal codes).
     """
     in_lay = input_layout(policy, signed)
     return (
         policy.adc_bits is None
         and policy.input_granularity == "tensor"
         and policy.input_noise <= 0
+        and policy.adc_noise <= 0
         and _exact_dac(policy, in_lay)
         and (policy.cells_exact or (in_lay.offset == 0 and weight_layout(policy).offset == 0))
     )
@@ -308,6 +324,28 @@ def quantize_tensor(x: torch.Tensor, policy: Policy, signed: bool) -> torch.Tens
     return codes.mul_(scale)
 
 
+def adc_full_scales(
+    policy: Policy,
+    in_layout: SliceLayout,
+    w_layout: SliceLayout,
+    full_scale: torch.Tensor | None,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """ADC full scale (count units) of every (input plane, weight plane) pair, ``(S, P)``.
+
+    ``array_rows * max input digit * max weight digit`` ("worst_case"), or the calibrated
+    ``full_scale`` (same shape) where it holds a positive count.
+    """
+    worst = torch.tensor(
+        [[policy.array_rows * mi * mp for mp in w_layout.levels] for mi in in_layout.levels],
+        dtype=like.dtype,
+        device=like.device,
+    )
+    if policy.adc_range == "calibrated" and full_scale is not None and full_scale.shape == worst.shape:
+        return torch.where(torch.isfinite(full_scale) & (full_scale > 0), full_scale.to(worst), worst)
+    return worst
+
+
 def adc_steps(
     policy: Policy,
     in_layout: SliceLayout,
@@ -317,25 +355,22 @@ def adc_steps(
 ) -> torch.Tensor | None:
     """ADC step (count units) of every (input plane, weight plane) pair, ``(S, P)``; None = ideal.
 
-    Full scale is ``array_rows * max input digit * max weight digit`` ("worst_case") or the
-    calibrated ``full_scale`` (count units, same shape). The step is ``full_scale / (2**b - 1)``,
-    raised to one count when ``adc_unit_step`` and the converter has codes to spare.
+    The step is :func:`adc_full_scales` ``/ (2**b - 1)``, raised to one count when
+    ``adc_unit_step`` and the converter has codes to spare.
     """
     if policy.adc_bits is None:
         return None
-    worst = torch.tensor(
-        [[policy.array_rows * mi * mp for mp in w_layout.levels] for mi in in_layout.levels],
-        dtype=like.dtype,
-        device=like.device,
-    )
-    if policy.adc_range == "calibrated" and full_scale is not None and full_scale.shape == worst.shape:
-        fs = torch.where(torch.isfinite(full_scale) & (full_scale > 0), full_scale.to(worst), worst)
-    else:
-        fs = worst
-    step = fs / float((1 << policy.adc_bits) - 1)
+    step = adc_full_scales(policy, in_layout, w_layout, full_scale, like) / float((1 << policy.adc_bits) - 1)
     if policy.adc_unit_step:
         step = step.clamp(min=1.0)
     return step
+
+
+def adc_noise_sigmas(policy: Policy, full_scales: torch.Tensor) -> torch.Tensor | None:
+    """Sigma (count units) of the noise added before every conversion of each plane pair,
+    ``policy.adc_noise`` times the pairs' ``full_scales`` (:func:`adc_full_scales`), ``(S, P)``;
+    None without ADC noise."""
+    return policy.adc_noise * full_scales if policy.adc_noise > 0 else None
 
 
 @dataclass(frozen=True)
@@ -685,7 +720,9 @@ def crossbar_matmul(
     g, t, r = programmed.groups, geometry.tiles, geometry.rows
     n, p_planes = programmed.columns, w_lay.planes
     steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, x)
-    fused = steps is None and observed_max is None and fuse
+    sigmas = None if observed_max is not None else adc_noise_sigmas(
+        policy, adc_full_scales(policy, in_lay, w_lay, adc_full_scale, x))
+    fused = steps is None and sigmas is None and observed_max is None and fuse
     w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
     exact_inputs = policy.input_noise <= 0 and _exact_dac(policy, in_lay)
     cache = {} if kernel_cache is None else kernel_cache
@@ -713,6 +750,8 @@ def crossbar_matmul(
         if steps is not None:
             levels = float((1 << policy.adc_bits) - 1)
             block_steps = steps[a_in][:, a_w].contiguous()
+        if sigmas is not None:
+            block_sigmas = sigmas[a_in][:, a_w]
         scales_tile_invariant = _tile_invariant(programmed.scale) and bool((x_scale == x_scale[..., :1]).all())
     out = torch.empty(g, x.shape[1], n, dtype=dtype, device=x.device)
     step_rows = _rows_per_chunk(programmed, in_lay.planes, p_planes, fused, chunk_bytes)
@@ -746,6 +785,8 @@ def crossbar_matmul(
             if observed_max is not None:
                 seen = partial.amax(dim=(0, 2, 4))
                 torch.maximum(observed_max, seen.to(observed_max), out=observed_max)
+            if sigmas is not None:
+                partial = add_conversion_noise(partial, block_sigmas, generator)
             if steps is None:
                 tile_sum[tiles] = torch.einsum("asbpc,sp->abc", partial, pair_coeffs)
             else:

@@ -181,7 +181,7 @@ class CrossbarLayer(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def _draws_per_read(self) -> bool:
-        return self.policy.read_noise > 0 or self.policy.input_noise > 0
+        return self.policy.read_noise > 0 or self.policy.input_noise > 0 or self.policy.adc_noise > 0
 
     def _read_generator(self, device: torch.device) -> torch.Generator | None:
         """The generator of this forward's read/DAC noise (None when the policy draws none)."""

@@ -10,14 +10,16 @@ Conventions (those of the engine in :mod:`cimconvert.crossbar`):
   the ``B - 1``-bit magnitude (``Policy.weight_planes``: a G+ and a G- array per magnitude slice,
   e.g. 8 for ``(1, 1, 2, 2, 2)``). Two's complement and offset-binary weights
   need no extra column: their offset terms are added digitally.
-- **ADC reads:** every used column of every array is converted once per input slice, so
-  ``adc_conversions = M * len(input_slices) * G * ceil(K / rows) * N * weight_planes``: the
+- **ADC reads:** every used column of every array is converted once per input cycle, so
+  ``adc_conversions = M * input_cycles * G * ceil(K / rows) * N * weight_planes``: the
   engine digitizes the G+ and G- columns separately (no analog subtraction before the ADC).
 - **Grouped and depthwise convs:** the engine reads each group on its own (groups never share a
   read). Groups that fit are packed block-diagonally, ``min(rows // K, cols // N)`` per array, and
   read one after another; each group's reads are counted. A depthwise 3x3 conv thus fills
   9 x 1 blocks on the diagonal and uses well under 1 % of its cells.
-- **DAC activations:** each input row is driven once per input slice in every array holding it
+- **Input cycles:** one per input slice, or, for signed inputs under differential input
+  encoding, one per magnitude slice of the positive and of the negative part.
+- **DAC activations:** each input row is driven once per input cycle in every array holding it
   (every column tile and weight slice has its own word lines).
 - All rows of an array are read in parallel (the ADC full scale assumes it), all arrays of a
   layer work in parallel, and weights are not duplicated.
@@ -57,6 +59,8 @@ class LayerMapping:
     """Arrays per weight block: weight slices, doubled for differential encoding."""
     input_cycles: int
     """Input slices applied one after another (DAC pulses per input row)."""
+    signed_inputs: bool = False
+    """Whether the layer's inputs are signed (:meth:`~.Policy.input_cycle_widths`)."""
 
     def __post_init__(self) -> None:
         for name in ("groups", "k", "n", "array_rows", "array_cols", "weight_planes", "input_cycles"):
@@ -158,8 +162,11 @@ class LayerMapping:
         return min(self.n, self.array_cols)
 
 
-def map_layer(policy: Policy, groups: int, k: int, n: int, mvm_rows: int) -> LayerMapping:
-    """The :class:`LayerMapping` of ``groups`` ``k x n`` matrices under ``policy``.
+def map_layer(
+    policy: Policy, groups: int, k: int, n: int, mvm_rows: int, signed_inputs: bool = False
+) -> LayerMapping:
+    """The :class:`LayerMapping` of ``groups`` ``k x n`` matrices under ``policy``, for inputs
+    that are signed or not (differential inputs take two passes per magnitude slice when signed).
 
     Example:
         >>> from cimconvert import get_policy
@@ -169,5 +176,6 @@ def map_layer(policy: Policy, groups: int, k: int, n: int, mvm_rows: int) -> Lay
     """
     return LayerMapping(
         groups=groups, k=k, n=n, mvm_rows=mvm_rows, array_rows=policy.array_rows,
-        array_cols=policy.array_cols, weight_planes=policy.weight_planes, input_cycles=len(policy.input_slices),
+        array_cols=policy.array_cols, weight_planes=policy.weight_planes,
+        input_cycles=len(policy.input_cycle_widths(signed_inputs)), signed_inputs=signed_inputs,
     )

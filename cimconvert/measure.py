@@ -22,6 +22,7 @@ from torch import nn
 
 from .attention import LinearMultiheadAttention
 from .errors import DataError, describe_inputs
+from .crossbar import input_is_signed
 from .layers import CrossbarLayer
 from .precision import ieee_float32
 
@@ -68,6 +69,8 @@ class ForwardStats:
     """Leading dimension of the inputs (counts per inference divide by it)."""
     mvm_rows: dict[str, int] = field(default_factory=dict)
     """Input rows multiplied by each crossbar layer, summed over calls and the batch."""
+    signed_inputs: set[str] = field(default_factory=set)
+    """Crossbar layers that ran on signed inputs (:func:`~.crossbar.input_is_signed`) at least once."""
     errors: dict[str, ErrorStats] = field(default_factory=dict)
     """Output error of each crossbar layer that has a float counterpart (with a reference)."""
     digital_macs: dict[str, int] = field(default_factory=dict)
@@ -239,14 +242,16 @@ def measure_forward(
     with _evaluating(converted, *([reference] if reference is not None else [])):
         refs = _reference_outputs(reference, list(layers), inputs) if reference is not None else {}
 
-        def layer_hook(name: str, layer: CrossbarLayer, out: torch.Tensor) -> None:
+        def layer_hook(name: str, layer: CrossbarLayer, args: tuple[Any, ...], out: torch.Tensor) -> None:
             stats.seen(name)
             stats.mvm_rows[name] = stats.mvm_rows.get(name, 0) + out.numel() // layer.weight.shape[0]
+            if args and isinstance(args[0], torch.Tensor) and input_is_signed(args[0], layer.policy):
+                stats.signed_inputs.add(name)
             queue = refs.get(name)
             if queue and queue[0].shape == out.shape:
                 stats.errors.setdefault(name, ErrorStats()).add(out, queue.pop(0))
 
-        pairs = [(layer, lambda _m, _a, out, name=name, layer=layer: layer_hook(name, layer, out))
+        pairs = [(layer, lambda _m, args, out, name=name, layer=layer: layer_hook(name, layer, args, out))
                  for name, layer in layers.items()]
         pairs += [(module, lambda m, args, out, name=name: stats.count(name, _module_macs(m, args, out)))
                   for name, module in _digital_modules(converted, digital).items()]

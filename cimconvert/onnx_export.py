@@ -9,7 +9,7 @@ forward (one source of truth for the numerics) on a deep copy prepared for traci
   both fixed-sign products and picks one with ``Where`` on ``(x < 0).any()``, the engine's rule;
 - each product runs in one chunk;
 - ``exp2`` (block-floating-point scales) is written as ``Pow(2, x)``, exact for integer exponents;
-- read and DAC noise are left out by default (the graph is deterministic); with
+- read, DAC and ADC noise are left out by default (the graph is deterministic); with
   ``read_noise=True`` they are drawn by ONNX ``RandomNormal`` ops, statistically like the engine
   but not bit-identical to any PyTorch draw.
 
@@ -101,7 +101,7 @@ def _traceable_copy(converted: nn.Module, read_noise: bool) -> nn.Module:
             # computes them from the cells instead
             layer._kernel_cache = {}
             if not read_noise:
-                layer.policy = layer.policy.replace(read_noise=0.0, input_noise=0.0)
+                layer.policy = layer.policy.replace(read_noise=0.0, input_noise=0.0, adc_noise=0.0)
     model.__class__ = _with_mixin(_InputsOnly, type(model))
     return model
 
@@ -150,7 +150,7 @@ def export_onnx(
         path: the ``.onnx`` file to write (replaced atomically; models over 2 GB get their
             tensors in files beside it, the ONNX external-data format).
         opset: ONNX opset version, at least :data:`DEFAULT_OPSET`.
-        read_noise: also export the per-read noise (cell read noise and DAC input noise) as ONNX
+        read_noise: also export the per-read noise (cell read, DAC input and ADC noise) as ONNX
             ``RandomNormal`` ops; off by default, so the graph is deterministic and matches the
             PyTorch model with read noise off.
 

@@ -16,9 +16,11 @@ from .devices import list_devices
 from .errors import PolicyError, close_matches
 from .slicing import magnitude_widths
 
-__all__ = ["Policy", "WEIGHT_ENCODINGS", "MODES", "WEIGHT_GRANULARITIES", "INPUT_GRANULARITIES"]
+__all__ = ["Policy", "WEIGHT_ENCODINGS", "INPUT_ENCODINGS", "MODES", "WEIGHT_GRANULARITIES",
+           "INPUT_GRANULARITIES"]
 
 WEIGHT_ENCODINGS = ("twos_complement", "differential")
+INPUT_ENCODINGS = ("twos_complement", "differential")
 MODES = ("int", "fp")
 WEIGHT_GRANULARITIES = ("tensor", "channel", "tile")
 INPUT_GRANULARITIES = ("tensor", "row", "tile")
@@ -114,6 +116,18 @@ class Policy:
     input_granularity: str = "tensor"
     """One input scale per "tensor" (per forward), per "row" (each input row within each row tile,
     recomputed every forward, as Memintelli) or per row "tile" (shared by all rows of the batch)."""
+    input_encoding: str = "twos_complement"
+    """How signed inputs are driven. "twos_complement": one pass per slice, the one-bit MSB
+    slice weighing -2**(B-1) (offset binary, corrected digitally, when the MSB slice is wider).
+    "differential": the positive and the negative part in separate passes of the ``B - 1``-bit
+    magnitude's slices (:func:`~.slicing.magnitude_widths`), as a bipolar DAC: twice the input
+    cycles, the same quantization grid, and a zero input drives no current. Unsigned inputs are
+    plain binary either way."""
+    scale_block_rows: int | None = None
+    """Rows that share one weight scale ("tile" weight granularity) and one input scale ("row"
+    and "tile" input granularities): None = one row tile (``array_rows``); a multiple of
+    ``array_rows`` shares each scale over that many rows' tiles (Memintelli's (256, 1) / (1, 256)
+    quantization blocks over 64-row tiles: 256)."""
     input_signed: str = "auto"
     """"signed": two's complement inputs. "unsigned": inputs are clipped at 0 and coded on all
     ``B`` bits (post-ReLU activations gain one bit). "auto": unsigned when the forward's input
@@ -133,6 +147,11 @@ class Policy:
     adc_unit_step: bool = True
     """With more ADC codes than integer column counts, map one code to one count (what a designer
     wires); False keeps Memintelli's step of full_scale / (2**adc_bits - 1) even then."""
+    adc_noise: float = 0.0
+    """Sigma of the Gaussian noise added to every column's analog count before its conversion,
+    as a fraction of the ADC full scale (``adc_range``), drawn per conversion: ASiM's
+    ``rand_noise_sigma`` / 100; aihwkit's ``out_noise`` over its ``2 * out_bound`` output range,
+    spread over the conversions that make one output. Applies with an ideal ADC too."""
     g_on: float = 1.0e-5
     """High (on) conductance in siemens (NeuroSim V1.4 Param.cpp: R_on = 100 kOhm)."""
     g_off: float = 1.0e-5 / 17.0
@@ -176,12 +195,21 @@ class Policy:
         _check_choice("weight_granularity", self.weight_granularity, WEIGHT_GRANULARITIES)
         _check_choice("input_granularity", self.input_granularity, INPUT_GRANULARITIES)
         _check_choice("input_signed", self.input_signed, INPUT_SIGNEDNESS)
+        _check_choice("input_encoding", self.input_encoding, INPUT_ENCODINGS)
         _check_choice("adc_range", self.adc_range, ADC_RANGES)
         _check_choice("cell_storage", self.cell_storage, CELL_STORAGE)
         for name in ("array_rows", "array_cols"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
                 raise PolicyError(f"Policy.{name}={value!r} is invalid; allowed: an integer 1..65536.")
+        block = self.scale_block_rows
+        if block is not None and (
+            isinstance(block, bool) or not isinstance(block, int) or block < 1 or block % self.array_rows
+        ):
+            raise PolicyError(
+                f"Policy.scale_block_rows={block!r} is invalid; allowed: None (one row tile) or a "
+                f"positive multiple of array_rows={self.array_rows}."
+            )
         if isinstance(self.exponent_bits, bool) or not isinstance(self.exponent_bits, int) or not (
             2 <= self.exponent_bits <= 16
         ):
@@ -204,6 +232,7 @@ class Policy:
             )
         for name in ("program_noise", "read_noise", "input_noise"):
             _check_rate(name, getattr(self, name), upper=10.0)
+        _check_rate("adc_noise", self.adc_noise)
         _check_rate("stuck_on_rate", self.stuck_on_rate)
         _check_rate("stuck_off_rate", self.stuck_off_rate)
         if self.stuck_on_rate + self.stuck_off_rate > 1.0:
@@ -232,6 +261,19 @@ class Policy:
         """Total input bits (sign included when inputs are signed)."""
         return sum(self.input_slices)
 
+    def input_cycle_widths(self, signed: bool) -> tuple[int, ...]:
+        """Bits of each input cycle (DAC pass), in the order applied: the input slices, or, for
+        signed inputs under differential encoding, the magnitude's slices for the positive part
+        then for the negative part."""
+        if signed and self.input_encoding == "differential":
+            return magnitude_widths(self.input_slices) * 2
+        return self.input_slices
+
+    @property
+    def tiles_per_scale_block(self) -> int:
+        """Row tiles that share one block scale (:attr:`scale_block_rows`)."""
+        return 1 if self.scale_block_rows is None else self.scale_block_rows // self.array_rows
+
     @property
     def differential(self) -> bool:
         """True when each weight slice uses a G+/G- column pair."""
@@ -257,7 +299,7 @@ class Policy:
     @property
     def is_noise_free(self) -> bool:
         """True when no random device or converter noise is drawn and cells read exactly."""
-        return self.cells_exact and not self.input_noise
+        return self.cells_exact and not (self.input_noise or self.adc_noise)
 
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Other fields take the documented grammar defaults (:data:`GRAMMAR_DEFAULTS`).
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 PolicyFactory = Callable[[], Policy]
+AIHWKIT_OUT_NOISE = 0.06
+"""aihwkit's ``IOParameters.out_noise``: output noise per tile output and MVM, in units of one
+full-scale weight times one full-scale input."""
 _POLICIES: dict[str, PolicyFactory] = {}
 
 GRAMMAR_DEFAULTS: dict[str, Any] = {
@@ -192,8 +196,8 @@ def memintelli_feb2025() -> Policy:
     radc = 2**10 (step full_scale / (radc - 1)), tiles (64, 1) / (1, 64).
     Quantization blocks: the DeiT example's (64, 1) / (1, 64) equal the tiles and map exactly to
     one weight scale per 64 x 1 tile and one input scale per row per tile; the ResNet-18 and VGG
-    examples' (256, 1) / (1, 256) blocks share one scale over four tiles, which no Policy field
-    expresses. With ``array_cols=1`` the deployment report counts 64 x 1 simulation tiles as
+    examples' (256, 1) / (1, 256) blocks share one scale over four tiles: add
+    ``scale_block_rows=256``. With ``array_cols=1`` the deployment report counts 64 x 1 simulation tiles as
     arrays. cimconvert clips ADC codes to the converter range (Memintelli does not).
     """
     return memintelli().replace(
@@ -252,23 +256,28 @@ def aihwkit_pcm() -> Policy:
     conductances are continuous); inputs one 6-bit slice scaled per row and tile. aihwkit's DAC
     has 127 levels over +-1, so a non-negative input takes one of 64 (0..63): here non-negative
     inputs (after ReLU) are coded unsigned on the same 0..63 grid, and a zero input adds no device
-    noise, as aihwkit's zero voltage. Signed inputs (the stem) are stored offset-binary on 6 bits
-    (-31..31, half aihwkit's resolution), whose common-mode current carries device noise. The ADC
-    step of aihwkit, 24/510 = 0.047 units, lies between that of a 14-bit converter over
-    cimconvert's worst-case full scale for unsigned inputs (512 units, step 0.031) and for
-    offset-binary ones (512 x 63/31 = 1040 units, step 0.063): ``adc_bits=14``.
+    noise, as aihwkit's zero voltage. Signed inputs (the stem) are applied differentially, a
+    positive and a negative pass of the 5-bit magnitude (-31..31, half aihwkit's resolution; a
+    zero input drives no current, as aihwkit's bipolar DAC). The ADC step of aihwkit,
+    24/510 = 0.047 units, lies between those of 13- and 14-bit converters over cimconvert's
+    worst-case full scale (512 units): ``adc_bits=14`` (step 0.031).
 
-    Differences: aihwkit digitizes G+ - G- once and clips at +-12 with iterative bound management,
-    and adds output noise (``out_noise = 0.06``) on every MVM; cimconvert reads G+ and G- columns
-    separately, never clips them, and has no output noise. aihwkit splits a layer into near-equal
-    tiles (768 inputs: 384 + 384) and compensates drift per tile; here tiles are 512 rows plus the
-    remainder and the compensation factor is one per layer.
+    aihwkit adds output noise ``out_noise = 0.06`` units to every tile output on every MVM;
+    cimconvert reads G+ and G- through separate conversions, each with ``adc_noise`` = 0.06 /
+    (512 sqrt(2)) of the full scale, so their difference carries aihwkit's 0.06 units (signed
+    inputs: four conversions, 0.085 units).
+
+    Differences: aihwkit digitizes G+ - G- once and clips at +-12 with iterative bound management;
+    cimconvert reads G+ and G- columns separately and never clips them. aihwkit splits a layer
+    into near-equal tiles (768 inputs: 384 + 384) and compensates drift per tile; here tiles are
+    512 rows plus the remainder and the compensation factor is one per layer.
     """
     return Policy(
         name="aihwkit_pcm", weight_slices=(8,), input_slices=(6,), weight_encoding="differential",
-        weight_granularity="tile", input_granularity="row", input_signed="auto",
-        array_rows=512, array_cols=512, dac_bits=None, adc_bits=14, g_on=25e-6, g_off=0.0,
-        device="pcm", drift_compensation="global",
+        input_encoding="differential", weight_granularity="tile", input_granularity="row",
+        input_signed="auto", array_rows=512, array_cols=512, dac_bits=None, adc_bits=14,
+        adc_noise=AIHWKIT_OUT_NOISE / (512 * math.sqrt(2)), g_on=25e-6, g_off=0.0, device="pcm",
+        drift_compensation="global",
     )
 
 

@@ -384,7 +384,8 @@ def _crossbar_row(
 ) -> LayerRow:
     policy = layer.policy
     groups, k, n = layer.weight_matrix().shape
-    mapping = map_layer(policy, groups, k, n, _per_image(stats.mvm_rows.get(name, 0), stats.batch_size))
+    mapping = map_layer(policy, groups, k, n, _per_image(stats.mvm_rows.get(name, 0), stats.batch_size),
+                        signed_inputs=name in stats.signed_inputs)
     notes = []
     if policy.adc_bits is None:
         notes.append(f"ideal ADC: costed at {costed_adc_bits(policy, profile)} bits (profile)")

@@ -37,10 +37,13 @@ def integer_reference(x: torch.Tensor, w: torch.Tensor, policy, signed: bool) ->
     args = (policy.mode, policy.exponent_bits)
     out = torch.zeros(m, n, dtype=torch.float64)
     xa = x.abs() if signed else x.clamp(min=0)
+    block_rows = policy.scale_block_rows or rows  # the rows sharing a "tile"/"row" scale
     for t in range(tiles):
         ks = slice(t * rows, min(k, (t + 1) * rows))
+        start = t * rows // block_rows * block_rows
+        bs = slice(start, min(k, start + block_rows))  # the scale block holding tile t
         xt, wt = x[:, ks], w[ks]
-        # weight scale of this tile, per column
+        # weight scale of this tile's block, per column
         if policy.weight_granularity == "tensor":
             w_amax = w.abs().max().expand(n)
         elif policy.weight_granularity == "channel":
@@ -49,15 +52,15 @@ def integer_reference(x: torch.Tensor, w: torch.Tensor, policy, signed: bool) ->
             cols = policy.array_cols
             w_amax = torch.empty(n, dtype=torch.float64)
             for c0 in range(0, n, cols):
-                w_amax[c0 : c0 + cols] = wt[:, c0 : c0 + cols].abs().max()
+                w_amax[c0 : c0 + cols] = w[bs, c0 : c0 + cols].abs().max()
         sw = _scale(w_amax, wb, True, *args)
-        # input scale of this tile, per row
+        # input scale of this tile's block, per row
         if policy.input_granularity == "tensor":
             x_amax = xa.max().expand(m)
         elif policy.input_granularity == "row":
-            x_amax = xa[:, ks].amax(dim=1)
+            x_amax = xa[:, bs].amax(dim=1)
         else:
-            x_amax = xa[:, ks].max().expand(m)
+            x_amax = xa[:, bs].max().expand(m)
         sx = _scale(x_amax, xb, signed, *args)
         qx = _codes(xt, sx[:, None], xb, signed)
         qw = _codes(wt, sw[None, :], wb, True)

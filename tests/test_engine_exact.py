@@ -50,6 +50,34 @@ def test_linear_matches_integer_reference(encoding, mode, gran, adc):
     _assert_exact(got, integer_reference(x, lin.weight.t(), policy, signed=True))
 
 
+@pytest.mark.parametrize("gran", [("tile", "row"), ("tile", "tile"), ("channel", "row")])
+@pytest.mark.parametrize("block_rows", [16, 32, 48])
+@pytest.mark.parametrize("adc", ADCS)
+def test_scales_shared_over_several_tiles_match_integer_reference(gran, block_rows, adc):
+    """Quantization blocks of several 16-row tiles (K = 75: blocks of 32 rows leave a lone tile)."""
+    lin = nn.Linear(75, 19).double()
+    policy = _policy("twos_complement", "int", *gran, adc, scale_block_rows=block_rows)
+    x = torch.randn(5, 75, dtype=torch.float64)
+    with torch.no_grad():
+        got = CrossbarLinear.from_float(lin, policy)(x) - lin.bias
+    _assert_exact(got, integer_reference(x, lin.weight.t(), policy, signed=True))
+
+
+def test_shared_scales_coarsen_quantization():
+    """One scale over four tiles is never finer than one per tile on the same data."""
+    lin = nn.Linear(256, 32).double()
+    with torch.no_grad():
+        lin.weight[:, :64] *= 8  # one tile holds the large weights
+    x = torch.randn(16, 256, dtype=torch.float64)
+    x[:, 64:128] *= 8
+    errors = []
+    for block_rows in (None, 256):
+        policy = _policy("twos_complement", "int", "tile", "row", None, array_rows=64, scale_block_rows=block_rows)
+        with torch.no_grad():
+            errors.append((CrossbarLinear.from_float(lin, policy)(x) - lin(x)).pow(2).mean().item())
+    assert errors[0] < 0.5 * errors[1]
+
+
 @pytest.mark.parametrize("slices", [(2, 2, 2, 2), (1, 3, 4), (8,), (1,) * 6])
 @pytest.mark.parametrize("signed_inputs", [True, False])
 @pytest.mark.parametrize("adc", ADCS)
@@ -65,6 +93,34 @@ def test_slice_shapes_and_input_signedness(slices, signed_inputs, adc):
     with torch.no_grad():
         got = layer(x) - lin.bias
     _assert_exact(got, integer_reference(x, lin.weight.t(), policy, signed=signed_inputs))
+
+
+@pytest.mark.parametrize("slices", [(1, 1, 2, 2, 2), (6,), (2, 2, 2, 2)])
+@pytest.mark.parametrize("adc", ADCS)
+def test_differential_inputs_match_integer_reference(slices, adc):
+    """Signed inputs as positive and negative passes of the magnitude: the same grid, exactly."""
+    lin = nn.Linear(40, 6).double()
+    policy = _policy("twos_complement", "int", "channel", "row", adc, input_slices=slices,
+                     input_encoding="differential")
+    x = torch.randn(7, 40, dtype=torch.float64)
+    with torch.no_grad():
+        got = CrossbarLinear.from_float(lin, policy)(x) - lin.bias
+    _assert_exact(got, integer_reference(x, lin.weight.t(), policy, signed=True))
+
+
+def test_differential_inputs_drive_no_current_for_a_zero_input():
+    """Offset-binary inputs carry a common-mode current (and its noise) for zero; differential
+    inputs drive nothing, so a zero input row reads exactly zero on noisy cells."""
+    lin = nn.Linear(64, 8, bias=False).double()
+    x = torch.randn(4, 64, dtype=torch.float64)
+    x[0] = 0.0
+    zero_row = {}
+    for encoding in ("twos_complement", "differential"):
+        policy = get_policy("slc2mlc3", input_slices=(6,), input_encoding=encoding, read_noise=0.1, adc_bits=None)
+        with torch.no_grad():
+            zero_row[encoding] = CrossbarLinear.from_float(lin, policy)(x)[0]
+    assert torch.equal(zero_row["differential"], torch.zeros(8, dtype=torch.float64))
+    assert zero_row["twos_complement"].abs().max() > 0
 
 
 def test_unsigned_inputs_gain_a_bit():

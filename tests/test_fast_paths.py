@@ -18,6 +18,10 @@ CASES = {
     "adc8_dac1": get_policy("slc2mlc3", dac_bits=1, **CLEAN),
     "differential_adc10": get_policy("slc2mlc3", adc_bits=10, weight_encoding="differential", **CLEAN),
     "ideal_noisy": get_policy("slc2mlc3", adc_bits=None, program_noise=0.05, read_noise=0.05),
+    "differential_inputs_adc10": get_policy("slc2mlc3", adc_bits=10, input_encoding="differential", **CLEAN),
+    "differential_inputs_ideal": get_policy("slc2mlc3", adc_bits=None, input_encoding="differential", **CLEAN),
+    "shared_scales_adc8": get_policy("slc2mlc3", weight_granularity="tile", input_granularity="row",
+                                     scale_block_rows=256, **CLEAN),
 }
 
 

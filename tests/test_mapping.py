@@ -37,6 +37,16 @@ def test_linear_conversions_for_a_batch_of_4_rows():
     assert map_layer(DIFFERENTIAL, groups=1, k=300, n=200, mvm_rows=4).adc_conversions == 4 * 5 * 3 * 200 * 8
 
 
+def test_signed_differential_inputs_take_a_positive_and_a_negative_pass_per_magnitude_slice():
+    policy = SLC2MLC3.replace(input_encoding="differential")
+    unsigned = map_layer(policy, groups=1, k=300, n=200, mvm_rows=4)
+    signed = map_layer(policy, groups=1, k=300, n=200, mvm_rows=4, signed_inputs=True)
+    assert (unsigned.input_cycles, signed.input_cycles) == (5, 8)  # (1, 2, 2, 2) twice
+    assert signed.adc_conversions == 4 * 8 * 3 * 200 * 5
+    assert signed.arrays == unsigned.arrays  # inputs take time, not arrays
+    assert map_layer(SLC2MLC3, groups=1, k=300, n=200, mvm_rows=4, signed_inputs=True).input_cycles == 5
+
+
 def test_conv3x3_unfolds_to_k_equal_c_in_times_9():
     # Conv2d(64, 128, 3, padding=1) on 8x8: K = 64 * 9 = 576, N = 128, M = 8 * 8 = 64 rows per image
     m = map_layer(SLC2MLC3, groups=1, k=64 * 9, n=128, mvm_rows=64)

@@ -75,8 +75,14 @@ def test_the_graph_holds_the_adc_and_the_programmed_cells(tmp_path):
         assert np.array_equal(stored, layer.cells.numpy())
 
 
-def test_read_noise_is_exported_on_request_as_random_ops(tmp_path):
-    policy = get_policy("slc2mlc3", adc_bits=6, read_noise=0.1, input_noise=0.05)
+NOISY = {
+    "read_and_dac": get_policy("slc2mlc3", adc_bits=6, read_noise=0.1, input_noise=0.05),
+    "adc": get_policy("slc2mlc3", adc_bits=6, read_noise=0.0, adc_noise=0.02),
+}
+
+
+@pytest.mark.parametrize("policy", NOISY.values(), ids=NOISY.keys())
+def test_read_noise_is_exported_on_request_as_random_ops(tmp_path, policy):
     converted = convert(_small_cnn(), policy).eval()
     x = torch.randn(1, 3, 16, 16)
     path = export_onnx(converted, x, tmp_path / "noisy.onnx", read_noise=True)
@@ -102,6 +108,15 @@ def test_exported_read_noise_is_centred_on_the_programmed_conductance(tmp_path):
     path = export_onnx(converted, x, tmp_path / "quiet.onnx", read_noise=True)
     assert "RandomNormalLike" in {node.op_type for node in onnx.load(str(path)).graph.node}
     silent = convert(_small_cnn(), policy.replace(read_noise=0.0)).eval()
+    assert _rel_error(_run(path, x), _forward(silent, x)) < TOLERANCE
+
+
+@pytest.mark.parametrize("policy", NOISY.values(), ids=NOISY.keys())
+def test_per_read_noise_is_left_out_by_default(tmp_path, policy):
+    x = torch.randn(2, 3, 16, 16)
+    path = export_onnx(convert(_small_cnn(), policy).eval(), x, tmp_path / "quiet.onnx")
+    assert not {"RandomNormal", "RandomNormalLike"} & {node.op_type for node in onnx.load(str(path)).graph.node}
+    silent = convert(_small_cnn(), policy.replace(read_noise=0.0, input_noise=0.0, adc_noise=0.0)).eval()
     assert _rel_error(_run(path, x), _forward(silent, x)) < TOLERANCE
 
 

@@ -13,10 +13,17 @@ from cimconvert import Policy, PolicyError, get_policy, is_policy, list_policies
     ("adc_bits", 0), ("weight_slices", ()), ("input_slices", (0,)), ("array_rows", 0),
     ("weight_encoding", "sign_magnitude"), ("mode", "float"), ("weight_granularity", "row"),
     ("read_noise", -0.1), ("stuck_on_rate", 1.5), ("dac_bits", 2.5), ("g_on", float("nan")),
+    ("adc_noise", 2.0), ("input_encoding", "offset_binary"), ("scale_block_rows", 200), ("scale_block_rows", 0), ("scale_block_rows", True),
 ])
 def test_bad_field_is_named_with_allowed_values(field, value):
     with pytest.raises(PolicyError, match=field):
         Policy(**{field: value})
+
+
+def test_scale_blocks_name_the_tile_height_they_must_be_a_multiple_of():
+    with pytest.raises(PolicyError, match=r"scale_block_rows=96 .* multiple of array_rows=64"):
+        Policy(array_rows=64, scale_block_rows=96)
+    assert Policy(array_rows=64, scale_block_rows=256).tiles_per_scale_block == 4
 
 
 def test_conductances_must_be_ordered():

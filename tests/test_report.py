@@ -90,6 +90,20 @@ def test_rows_match_hand_counts(module, shape, encoding, arrays, conversions):
     assert 0 < row.weight_rel_error < 0.05  # 8-bit weights
 
 
+def test_signed_inputs_under_differential_encoding_are_counted_as_two_passes():
+    # Linear 300 -> 200, 4 rows per image: signed inputs take 8 cycles ((1, 2, 2, 2) twice), a
+    # non-negative forward the 5 slices; the DAC energy follows the cycles
+    policy = get_policy("slc2mlc3", input_encoding="differential")
+    model = nn.Sequential(nn.Linear(300, 200)).eval()
+    x = torch.randn(2, 4, 300)
+    rows = {}
+    for name, inputs in (("signed", x), ("unsigned", x.relu())):
+        (rows[name],) = build_report(convert(model, policy), inputs=inputs).rows
+    assert rows["signed"].adc_conversions == 4 * 8 * 3 * 200 * 5
+    assert rows["unsigned"].adc_conversions == 4 * 5 * 3 * 200 * 5
+    assert rows["signed"].cost.energy_dac_pj > rows["unsigned"].cost.energy_dac_pj
+
+
 def test_activation_matmul_is_a_digital_row_with_measured_macs():
     class Scores(nn.Module):
         def __init__(self) -> None:
