@@ -32,9 +32,7 @@ from .crossbar import (
     _input_planes,
     _int8_zero_points,
     _tile_invariant,
-    adc_full_scales,
-    adc_noise_sigmas,
-    adc_steps,
+    adc_steps_and_sigmas,
     effective_weight,
     input_layout,
     int8_fused_zero_point,
@@ -168,8 +166,7 @@ def crossbar_conv2d(
     del codes
     g, n, rows = programmed.groups, programmed.columns, programmed.geometry.rows
     t_count = programmed.geometry.tiles
-    steps = adc_steps(policy, in_lay, w_lay, adc_full_scale, x)
-    sigmas = adc_noise_sigmas(policy, adc_full_scales(policy, in_lay, w_lay, adc_full_scale, x))
+    steps, sigmas = adc_steps_and_sigmas(policy, in_lay, w_lay, adc_full_scale, x)
     all_pairs = PairPlan(tuple(range(in_lay.planes)), tuple(range(w_lay.planes)), ())
     plan = pair_plan(policy, in_lay, w_lay, steps) if steps is not None and fuse else all_pairs
     in_c = torch.tensor(in_lay.coeffs, dtype=dtype, device=x.device)

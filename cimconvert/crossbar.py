@@ -42,8 +42,7 @@ __all__ = [
     "input_codes",
     "input_absmax",
     "adc_full_scales",
-    "adc_steps",
-    "adc_noise_sigmas",
+    "adc_steps_and_sigmas",
     "fused_conv_eligible",
     "quantize_tensor",
     "tensor_codes",
@@ -346,31 +345,31 @@ def adc_full_scales(
     return worst
 
 
-def adc_steps(
+def adc_steps_and_sigmas(
     policy: Policy,
     in_layout: SliceLayout,
     w_layout: SliceLayout,
     full_scale: torch.Tensor | None,
     like: torch.Tensor,
-) -> torch.Tensor | None:
-    """ADC step (count units) of every (input plane, weight plane) pair, ``(S, P)``; None = ideal.
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """ADC step and input-referred noise sigma (count units) of every (input plane, weight
+    plane) pair, ``(S, P)`` each; None for an ideal converter and for one without noise.
 
     The step is :func:`adc_full_scales` ``/ (2**b - 1)``, raised to one count when
-    ``adc_unit_step`` and the converter has codes to spare.
+    ``adc_unit_step`` and the converter has codes to spare; the sigma is ``policy.adc_noise``
+    times the full scale. The full scales are built once, and only when one of the two needs them.
     """
-    if policy.adc_bits is None:
-        return None
-    step = adc_full_scales(policy, in_layout, w_layout, full_scale, like) / float((1 << policy.adc_bits) - 1)
-    if policy.adc_unit_step:
-        step = step.clamp(min=1.0)
-    return step
-
-
-def adc_noise_sigmas(policy: Policy, full_scales: torch.Tensor) -> torch.Tensor | None:
-    """Sigma (count units) of the noise added before every conversion of each plane pair,
-    ``policy.adc_noise`` times the pairs' ``full_scales`` (:func:`adc_full_scales`), ``(S, P)``;
-    None without ADC noise."""
-    return policy.adc_noise * full_scales if policy.adc_noise > 0 else None
+    if policy.adc_bits is None and policy.adc_noise <= 0:
+        return None, None
+    full_scales = adc_full_scales(policy, in_layout, w_layout, full_scale, like)
+    steps = sigmas = None
+    if policy.adc_bits is not None:
+        steps = full_scales / float((1 << policy.adc_bits) - 1)
+        if policy.adc_unit_step:
+            steps = steps.clamp(min=1.0)
+    if policy.adc_noise > 0:
+        sigmas = policy.adc_noise * full_scales
+    return steps, sigmas
 
 
 @dataclass(frozen=True)
@@ -719,9 +718,9 @@ def crossbar_matmul(
     x_scale = input_scales(x, policy, geometry, signed, tensor_absmax)
     g, t, r = programmed.groups, geometry.tiles, geometry.rows
     n, p_planes = programmed.columns, w_lay.planes
-    steps = None if observed_max is not None else adc_steps(policy, in_lay, w_lay, adc_full_scale, x)
-    sigmas = None if observed_max is not None else adc_noise_sigmas(
-        policy, adc_full_scales(policy, in_lay, w_lay, adc_full_scale, x))
+    # the ADC is bypassed while observing
+    steps, sigmas = (None, None) if observed_max is not None else adc_steps_and_sigmas(
+        policy, in_lay, w_lay, adc_full_scale, x)
     fused = steps is None and sigmas is None and observed_max is None and fuse
     w_scale = programmed.scale.to(dtype).unsqueeze(2)  # (G, T, 1, N)
     exact_inputs = policy.input_noise <= 0 and _exact_dac(policy, in_lay)

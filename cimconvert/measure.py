@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import LinearMultiheadAttention
-from .errors import DataError, describe_inputs
 from .crossbar import input_is_signed
+from .errors import DataError, describe_inputs
 from .layers import CrossbarLayer
 from .precision import ieee_float32
 

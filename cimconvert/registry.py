@@ -197,8 +197,8 @@ def memintelli_feb2025() -> Policy:
     Quantization blocks: the DeiT example's (64, 1) / (1, 64) equal the tiles and map exactly to
     one weight scale per 64 x 1 tile and one input scale per row per tile; the ResNet-18 and VGG
     examples' (256, 1) / (1, 256) blocks share one scale over four tiles: add
-    ``scale_block_rows=256``. With ``array_cols=1`` the deployment report counts 64 x 1 simulation tiles as
-    arrays. cimconvert clips ADC codes to the converter range (Memintelli does not).
+    ``scale_block_rows=256``. With ``array_cols=1`` the deployment report counts 64 x 1 simulation
+    tiles as arrays. cimconvert clips ADC codes to the converter range (Memintelli does not).
     """
     return memintelli().replace(
         name="memintelli_feb2025", array_rows=64, array_cols=1, dac_bits=2, g_on=1e-4, g_off=1e-8,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cimconvert import CrossbarConv2d, CrossbarLinear, get_policy
-from cimconvert.crossbar import input_layout, pair_plan, adc_steps, weight_layout
+from cimconvert.crossbar import adc_steps_and_sigmas, input_layout, pair_plan, weight_layout
 
 CLEAN = dict(program_noise=0.0, read_noise=0.0)
 CASES = {
@@ -63,10 +63,10 @@ def test_linear_fast_paths_equal_reference(name):
 def test_exact_pairs_of_slc2mlc3_with_a_10bit_adc_are_fused():
     policy = get_policy("slc2mlc3", adc_bits=10, **CLEAN)
     in_lay, w_lay = input_layout(policy, True), weight_layout(policy)
-    plan = pair_plan(policy, in_lay, w_lay, adc_steps(policy, in_lay, w_lay, None, torch.zeros(1)))
+    plan = pair_plan(policy, in_lay, w_lay, adc_steps_and_sigmas(policy, in_lay, w_lay, None, torch.zeros(1))[0])
     # 128 rows x 3 x 3 = 1152 counts > 1023 codes: only the 2-bit x 2-bit pairs need the ADC
     assert plan.adc_inputs == (2, 3, 4) and plan.adc_weights == (2, 3, 4)
     assert plan.fused == (((0, 1), (0, 1, 2, 3, 4)), ((2, 3, 4), (0, 1)))
     noisy = pair_plan(policy.replace(read_noise=0.01), in_lay, w_lay,
-                      adc_steps(policy, in_lay, w_lay, None, torch.zeros(1)))
+                      adc_steps_and_sigmas(policy, in_lay, w_lay, None, torch.zeros(1))[0])
     assert noisy.fused == () and len(noisy.adc_inputs) == 5

@@ -16,7 +16,7 @@ from cimconvert import (
     CimConvertError, CrossbarConv2d, CrossbarLinear, convert, crossbar_layers, get_policy, set_chunk_budget,
 )
 from cimconvert import adc, crossbar, int_kernels
-from cimconvert.crossbar import adc_steps, input_layout, pair_plan, weight_layout
+from cimconvert.crossbar import adc_steps_and_sigmas, input_layout, pair_plan, weight_layout
 from cimconvert.slicing import slice_layout, to_digits
 
 CLEAN = dict(program_noise=0.0, read_noise=0.0)
@@ -197,7 +197,7 @@ def test_half_precision_products_give_the_float32_numbers(monkeypatch, name):
     Convolutions stay float32: cuDNN may compute them by FFT or Winograd, not exact in float16."""
     policy = INT8_CASES[name]
     in_lay, w_lay = input_layout(policy, True), weight_layout(policy)
-    plan = pair_plan(policy, in_lay, w_lay, adc_steps(policy, in_lay, w_lay, None, torch.zeros(1)))
+    plan = pair_plan(policy, in_lay, w_lay, adc_steps_and_sigmas(policy, in_lay, w_lay, None, torch.zeros(1))[0])
     monkeypatch.setattr(crossbar, "half_products_enabled", lambda device: True)
     # 128 rows x 3 x 3 = 1152 <= 2048: the ADC block of 2-bit digits is exact in float16
     assert crossbar._half_exact(torch.zeros(1), policy, in_lay, w_lay, plan)[0]
